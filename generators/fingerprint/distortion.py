@@ -1,0 +1,85 @@
+"""Geometry of one impression: placement on the sensor and plastic skin distortion.
+
+Plastic distortion follows Cappelli, Maio, Maltoni, "Modelling plastic distortion in
+fingerprint images" (ICAPR 2001), eq. (1)-(4):
+    distortion(v) = v + Delta(v) * brake(shapedist(v), k)
+    Delta(v)      = T(v) - v, T a rigid rotation (about the contact centre) + translation
+    brake(d, k)   = 0 for d = 0 (close-contact region U: no distortion),
+                    (1 - cos(pi d / k)) / 2 for 0 < d < k (elastic transition),
+                    1 for d >= k (outer region moved rigidly by T).
+We use it as the backward map (sensor pixel -> finger point) that image warping needs; its
+inverse has the same three regions with T inverted, so the family of shapes is unchanged.
+
+Pixel coordinates everywhere: x right, y down. `ImpressionGeometry.to_master` maps canvas
+points to master points; `to_canvas` inverts it numerically for ground truth.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ImpressionGeometry:
+    canvas_cx: float       # canvas point that sees the finger point (finger_x, finger_y)
+    canvas_cy: float
+    finger_x: float        # master point under the canvas centre (before distortion)
+    finger_y: float
+    rotation: float        # finger rotation on the sensor (rad, counter-clockwise on screen)
+    contact_x: float       # centre of the undistorted close-contact region (master px)
+    contact_y: float
+    core_radius: float     # radius of region U (px)
+    transition: float      # k: width of the elastic transition (px)
+    distortion_rotation: float  # rotation of T (rad)
+    distortion_dx: float   # translation of T (px)
+    distortion_dy: float
+
+    def to_master(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Canvas points -> master points (arrays of any matching shape)."""
+        c, s = np.cos(self.rotation), np.sin(self.rotation)
+        ux, uy = x - self.canvas_cx, y - self.canvas_cy
+        # undo the on-screen counter-clockwise rotation (y down: ccw on screen is -angle)
+        wx = c * ux - s * uy + self.finger_x
+        wy = s * ux + c * uy + self.finger_y
+        return self._plastic(wx, wy)
+
+    def _plastic(self, wx: np.ndarray, wy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rx, ry = wx - self.contact_x, wy - self.contact_y
+        c, s = np.cos(self.distortion_rotation), np.sin(self.distortion_rotation)
+        tx = c * rx - s * ry + self.contact_x + self.distortion_dx          # T(v)
+        ty = s * rx + c * ry + self.contact_y + self.distortion_dy
+        shapedist = np.maximum(np.hypot(rx, ry) - self.core_radius, 0.0)
+        brake = 0.5 * (1.0 - np.cos(np.pi * np.minimum(shapedist / self.transition, 1.0)))
+        return wx + (tx - wx) * brake, wy + (ty - wy) * brake
+
+    def to_canvas(self, vx: np.ndarray, vy: np.ndarray, iterations: int = 6) -> tuple[np.ndarray, np.ndarray]:
+        """Master points -> canvas points by Newton's method on to_master (smooth, near-rigid)."""
+        vx = np.asarray(vx, dtype=np.float64)
+        vy = np.asarray(vy, dtype=np.float64)
+        c, s = np.cos(self.rotation), np.sin(self.rotation)
+        dx, dy = vx - self.finger_x, vy - self.finger_y
+        x = c * dx + s * dy + self.canvas_cx           # rigid inverse as the starting point
+        y = -s * dx + c * dy + self.canvas_cy
+        h = 0.5
+        for _ in range(iterations):
+            fx, fy = self.to_master(x, y)
+            ax, ay = self.to_master(x + h, y)
+            bx, by = self.to_master(x, y + h)
+            j11, j21 = (ax - fx) / h, (ay - fy) / h
+            j12, j22 = (bx - fx) / h, (by - fy) / h
+            det = j11 * j22 - j12 * j21
+            ex, ey = fx - vx, fy - vy
+            x = x - (j22 * ex - j12 * ey) / det
+            y = y - (-j21 * ex + j11 * ey) / det
+        return x, y
+
+    def pose_to_canvas(self, mx: np.ndarray, my: np.ndarray, angle: np.ndarray,
+                       step: float = 4.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Master points with directions (ISO angles, rad) -> canvas points and directions.
+
+        The direction is the image of a short step along the master direction, so it follows
+        the local rotation of the distortion as well as the global one."""
+        x, y = self.to_canvas(mx, my)
+        px, py = self.to_canvas(mx + step * np.cos(angle), my - step * np.sin(angle))
+        return x, y, np.mod(np.arctan2(-(py - y), px - x), 2.0 * np.pi)

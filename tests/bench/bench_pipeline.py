@@ -1,0 +1,64 @@
+"""Pipeline benchmark: samples/s with 1 and 2 workers (parallel efficiency) and per-shard
+overhead, on the real fingerprint stage at the default canvas. Writes
+tests/bench/results/pipeline.json. Run with `make bench` (timings on a shared machine are noisy).
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import compose_overrides
+from pipeline.runner import run
+
+RESULTS = Path(__file__).parent / "results" / "pipeline.json"
+# 20 subjects x 2 fingers x 8 impressions = 320 impressions at the default 400x500 canvas.
+SIZE = ["dataset=default", "fingerprint.fingers=40", "fingerprint.positions=[2,7]", "fingerprint.impressions=8",
+        "pairs.non_mated=100"]
+SAMPLES = 40 * 8
+
+
+def mint_timed(root: Path, *overrides: str) -> dict:
+    start = time.perf_counter()
+    meta = run(compose_overrides(*SIZE, f"output_dir={root}", *overrides))
+    timing = dict(meta["stages"]["fingerprint"]["last_run"])
+    timing["total_seconds"] = round(time.perf_counter() - start, 3)  # + cluster start, pairs, dataset.json
+    timing["samples_per_s"] = round(timing["samples"] / timing["seconds"], 3)
+    # CPU the shards got / wall time x workers: well under 1 means other processes held the cores
+    timing["cpu_utilisation"] = round(timing["cpu_seconds"] / (timing["seconds"] * timing["workers"]), 3)
+    return timing
+
+
+@pytest.mark.bench
+def test_pipeline_throughput_and_shard_overhead(tmp_path):
+    one = mint_timed(tmp_path / "w1", "cluster.workers=1", "dataset.shard_size=2")
+    two = mint_timed(tmp_path / "w2", "cluster.workers=2", "dataset.shard_size=2")  # 10 shards, 5 each
+    efficiency = two["samples_per_s"] / (2 * one["samples_per_s"])
+    # Per-shard overhead: worker time not spent inside the stage's run_shard, per shard
+    # (scheduling, pickling, Parquet part + stats writing), measured with one subject per shard.
+    small = mint_timed(tmp_path / "s1", "cluster.workers=1", "dataset.shard_size=1")
+    overhead = (small["seconds"] * small["workers"] - small["shard_seconds"]) / small["shards"]
+    result = {
+        "benchmark": "pipeline",
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "node": platform.node()},
+        "dataset": SIZE,
+        "one_worker": one,
+        "two_workers": two,
+        "parallel_efficiency": round(efficiency, 3),
+        # CPU per sample with 1 worker / with 2: the pipeline's own parallel cost, whatever the load
+        "cpu_efficiency": round(one["cpu_seconds"] / two["cpu_seconds"], 3),
+        "one_subject_per_shard": small,
+        "per_shard_overhead_s": round(overhead, 4),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "note": "samples/s over the stage's wall time (cluster start and worker imports excluded); "
+                "cpu_utilisation < ~0.9 means the cores were shared with other processes",
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    assert one["samples"] == two["samples"] == small["samples"] == SAMPLES
+    assert efficiency > 0

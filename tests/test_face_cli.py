@@ -1,0 +1,61 @@
+"""`biomint` with faces: skipped without a checkpoint, exit 2 for a missing one, and a real
+mint of faces + fingerprints into one dataset (validate and regenerate included)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from generators.face import save_generator
+
+BIOMINT = Path(sys.executable).with_name("biomint")
+pytestmark = pytest.mark.skipif(not BIOMINT.is_file(), reason="the biomint console script is not installed")
+
+
+def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run([str(BIOMINT), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600, env=env)
+
+
+def test_missing_checkpoint_exits_2_with_one_sentence(tmp_path):
+    r = _run(["dataset=smoke", f"output_dir={tmp_path / 'ds'}", f"face.checkpoint={tmp_path / 'ffhq.pkl'}"],
+             tmp_path)
+    assert r.returncode == 2
+    assert "ffhq.pkl does not exist" in r.stderr + r.stdout and "Traceback" not in r.stderr
+
+
+def test_faces_and_fingerprints_in_one_dataset(tmp_path):
+    from PIL import Image
+
+    from test_face_stage import photo_generator
+
+    spec = importlib.util.find_spec("insightface")
+    photo = (Path(list(spec.submodule_search_locations)[0]) / "data/images/Tom_Hanks_54745.png"
+             if spec and spec.submodule_search_locations else None)
+    if photo is None or not photo.is_file():
+        pytest.skip("insightface's sample photos are not installed (pip install --no-deps insightface)")
+    gray = np.asarray(Image.open(photo).convert("L").resize((128, 128)), np.float32) / 255.0
+    ckpt, _ = save_generator(photo_generator(gray), tmp_path / "one_face.pt")
+    root = tmp_path / "ds"
+    r = _run(["dataset=smoke", f"output_dir={root}", f"face.checkpoint={ckpt}", "face.identities=2",
+              "face.images_per_identity=2", "face.random_noise=false", "face.max_candidates=2",
+              "cluster.workers=1"], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    meta = json.loads((root / "dataset.json").read_text())
+    assert set(meta["stages"]) == {"fingerprint", "face"}
+    # One real face behind every latent: subject 0 is kept, subject 1 is a duplicate (dropped).
+    assert sorted(p.name for p in (root / "images/face/00000000").iterdir()) == \
+        ["face-00000000-00.png", "face-00000000-01.png"]
+    assert not (root / "images/face/00000001").exists()
+    v = _run(["validate", str(root)], tmp_path)
+    assert v.returncode == 0 and "face: 2 samples (2 dropped)" in v.stdout
+    g = _run(["regenerate", str(root), "face-00000000-01", str(tmp_path / "again.png")], tmp_path)
+    assert g.returncode == 0 and "matches" in g.stdout

@@ -1,0 +1,202 @@
+"""Specification of the fingerprint generator's public interface (generators.fingerprint)."""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from generators.fingerprint import (FINGER_CLASSES, FingerprintSettings, make_impression, make_master,
+                                    make_masters, with_difficulty)
+from generators.fingerprint.distortion import ImpressionGeometry
+from generators.fingerprint.orientation_field import poincare_index
+from generators.fingerprint.skeleton import CROSSING_NUMBER, neighbour_code, thin
+
+SETTINGS = FingerprintSettings()
+
+
+@pytest.fixture(scope="module")
+def master():
+    return make_master(SETTINGS, 2, np.random.default_rng(7))
+
+
+def test_same_seed_gives_the_same_master_and_impression_bytes(master):
+    again = make_master(SETTINGS, 2, np.random.default_rng(7))
+    assert again.ridges.tobytes() == master.ridges.tobytes()
+    assert again.minutiae.tobytes() == master.minutiae.tobytes()
+    a = make_impression(master, SETTINGS, np.random.default_rng(11))
+    b = make_impression(again, SETTINGS, np.random.default_rng(11))
+    assert a.image.tobytes() == b.image.tobytes()
+    assert a.minutiae.tobytes() == b.minutiae.tobytes()
+    assert a.params == b.params
+
+
+def test_different_seeds_give_different_fingers(master):
+    other = make_master(SETTINGS, 2, np.random.default_rng(8))
+    assert other.ridges.tobytes() != master.ridges.tobytes()
+
+
+def test_make_masters_on_cpu_is_byte_identical_to_make_master_one_by_one():
+    positions, seeds = [1, 6], (21, 22)
+    batch = make_masters(SETTINGS, positions, [np.random.default_rng(s) for s in seeds])
+    for master, pos, seed in zip(batch, positions, seeds):
+        single = make_master(SETTINGS, pos, np.random.default_rng(seed))
+        assert master.finger_class == single.finger_class
+        assert master.ridges.tobytes() == single.ridges.tobytes()
+        assert master.minutiae.tobytes() == single.minutiae.tobytes()
+
+
+def test_master_has_the_documented_shapes_and_a_realistic_ridge_pattern(master):
+    hm, wm = SETTINGS.master_height, SETTINGS.master_width
+    assert master.ridges.shape == (hm, wm) and master.ridges.dtype == np.float32
+    assert master.mask.shape == (hm, wm)
+    assert master.finger_class in FINGER_CLASSES
+    inside = master.mask > 0.99
+    ridge_fraction = (master.ridges[inside] > 0).mean()
+    assert 0.35 < ridge_fraction < 0.65, "ridges and valleys should be about equally wide"
+    assert 30 <= len(master.minutiae) <= 250
+    assert set(np.unique(master.minutiae[:, 3])) <= {0.0, 1.0}
+
+
+def test_impression_has_the_contract_shapes_and_the_same_param_keys_every_time(master):
+    imps = [make_impression(master, with_difficulty(SETTINGS, d), np.random.default_rng(s))
+            for s, d in ((1, 0.0), (2, 0.5), (3, 1.0))]
+    keys = set(imps[0].params)
+    for imp in imps:
+        assert imp.image.shape == (SETTINGS.height, SETTINGS.width) and imp.image.dtype == np.uint8
+        assert imp.minutiae.dtype == np.float32 and imp.minutiae.shape[1] == 4
+        assert imp.orientation.shape == (SETTINGS.height // 8, SETTINGS.width // 8)
+        assert imp.orientation.dtype == np.float32
+        assert np.all((imp.orientation >= 0) & (imp.orientation < np.pi))
+        assert set(imp.params) == keys
+        assert all(isinstance(v, (int, float, str, bool)) for v in imp.params.values())
+        json.dumps(imp.params)
+        assert set(imp.singularities) == {"cores", "deltas"}
+        assert np.all((imp.minutiae[:, 2] >= 0) & (imp.minutiae[:, 2] < 2 * np.pi))
+    for name in ("finger_class", "rotation_deg", "dx", "dy", "distortion_rotation_deg", "moisture", "pressure"):
+        assert name in keys
+
+
+def test_custom_canvas_size_is_respected(master):
+    small = FingerprintSettings(width=288, height=384)
+    imp = make_impression(master, small, np.random.default_rng(3))
+    assert imp.image.shape == (384, 288)
+    assert imp.orientation.shape == (48, 36)
+
+
+def test_higher_difficulty_gives_a_noisier_image(master):
+    clean = make_impression(master, with_difficulty(SETTINGS, 0.0), np.random.default_rng(5))
+    hard = make_impression(master, with_difficulty(SETTINGS, 1.0), np.random.default_rng(5))
+    assert hard.params["noise_sigma"] > clean.params["noise_sigma"]
+    contact = clean.contact & hard.contact
+    # ridge/valley contrast inside the contact area drops as difficulty grows
+    assert np.std(hard.image[contact]) < np.std(clean.image[contact])
+
+
+def test_bad_settings_raise_value_error():
+    with pytest.raises(ValueError):
+        FingerprintSettings(difficulty=1.5)
+    with pytest.raises(ValueError):
+        FingerprintSettings(class_priors=(1.0, 0.0))
+    with pytest.raises(ValueError):
+        make_master(SETTINGS, 11, np.random.default_rng(0))
+    with pytest.raises(ValueError):
+        with_difficulty(SETTINGS, "legendary")
+
+
+def test_impression_geometry_inverse_maps_canvas_points_back():
+    geo = ImpressionGeometry(200.0, 250.0, 240.0, 300.0, np.deg2rad(12.0), 250.0, 290.0, 70.0, 110.0,
+                             np.deg2rad(-3.5), 8.0, -5.0)
+    rng = np.random.default_rng(0)
+    x, y = rng.uniform(0, 400, 200), rng.uniform(0, 500, 200)
+    mx, my = geo.to_master(x, y)
+    bx, by = geo.to_canvas(mx, my)
+    assert np.max(np.hypot(bx - x, by - y)) < 1e-3
+
+
+def test_plastic_distortion_leaves_the_contact_core_rigid_and_moves_the_outside_by_t():
+    geo = ImpressionGeometry(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 50.0, 100.0, 0.0, 10.0, 0.0)
+    x = np.array([0.0, 30.0, 200.0])
+    mx, my = geo.to_master(x, np.zeros(3))
+    assert np.allclose(mx[:2], x[:2]) and np.allclose(my, 0.0)      # inside U: identity
+    assert np.isclose(mx[2], 210.0)                                  # outer region: rigid T
+
+
+def _skeleton_minutiae_image(image: np.ndarray) -> np.ndarray:
+    """Crossing-number minutiae of the image binarised against its local mean."""
+    skel = thin(image < cv2.GaussianBlur(image, (0, 0), 8.0))
+    cn = CROSSING_NUMBER[neighbour_code(skel)]
+    return (skel == 1) & ((cn == 1) | (cn == 3))
+
+
+def test_ground_truth_minutiae_follow_the_impression_transform(master):
+    """A GT minutia moved by the impression's transform sits on a ridge ending/bifurcation of the
+    impression's own skeleton. Even a clean impression has skin texture (ridge-edge breaks and
+    bridges) that moves or removes some skeleton minutiae, so most, not all, must agree; a wrong
+    transform would put the typical GT minutia half a ridge period (5 px) or more away (a GT
+    set shifted by (7, -5) px scores a median of ~8.5 px and ~20 % within 6 px)."""
+    imp = make_impression(master, with_difficulty(SETTINGS, 0.0), np.random.default_rng(4))
+    assert len(imp.minutiae) >= 20
+    xi = np.rint(imp.minutiae[:, 0]).astype(int)
+    yi = np.rint(imp.minutiae[:, 1]).astype(int)
+    assert np.all(imp.contact[yi, xi]), "GT minutiae outside the contact region must be dropped"
+    found = _skeleton_minutiae_image(imp.image)
+    ys, xs = np.nonzero(found)
+    d = np.hypot(xs[None, :] - imp.minutiae[:, :1], ys[None, :] - imp.minutiae[:, 1:2]).min(1)
+    assert np.median(d) <= 3.0
+    assert np.mean(d <= 6.0) >= 0.65
+
+
+def test_singular_points_follow_the_impression_transform():
+    """The impression's core lands where the impression's own orientation field has a
+    Poincare index of +1/2 (the field and the point are transformed independently)."""
+    loops_only = FingerprintSettings(class_priors=(0.0, 0.0, 1.0, 0.0, 0.0))
+    m = make_master(loops_only, 7, np.random.default_rng(3))
+    imp = make_impression(m, with_difficulty(loops_only, 0.0), np.random.default_rng(9))
+    assert len(imp.singularities["cores"]) == 1
+    x, y = imp.singularities["cores"][0]
+    bx, by = (x - 3.5) / 8.0, (y - 3.5) / 8.0           # block (i, j) is centred at 8 j + 3.5
+    assert poincare_index(imp.orientation, bx, by, radius=3.0) == pytest.approx(0.5, abs=0.05)
+    assert poincare_index(imp.orientation, bx - 12.0, by - 15.0, radius=3.0) == pytest.approx(0.0, abs=0.05)
+
+
+@pytest.mark.gpu
+def test_cuda_batch_matches_cpu_within_tolerance():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    seeds, positions = (31, 32, 33, 34), [1, 2, 3, 4]
+    gpu = make_masters(SETTINGS, positions, [np.random.default_rng(s) for s in seeds], device="cuda")
+    for m, pos, seed in zip(gpu, positions, seeds):
+        cpu = make_master(SETTINGS, pos, np.random.default_rng(seed))
+        assert m.finger_class == cpu.finger_class
+        same_sign = np.mean((m.ridges > 0) == (cpu.ridges > 0))
+        assert same_sign > 0.98
+
+
+def test_rotation_turns_prints_and_minutia_angles_counter_clockwise_on_screen():
+    rot = np.deg2rad(10.0)
+    geo = ImpressionGeometry(200.0, 250.0, 240.0, 300.0, rot, 240.0, 300.0, 50.0, 100.0, 0.0, 0.0, 0.0)
+    # a master point 100 px right of the centre, pointing along +x (ISO angle 0)
+    x, y, a = geo.pose_to_canvas(np.array([340.0]), np.array([300.0]), np.array([0.0]))
+    assert a[0] == pytest.approx(rot, abs=1e-6)
+    assert x[0] == pytest.approx(200.0 + 100.0 * np.cos(rot), abs=1e-6)
+    assert y[0] == pytest.approx(250.0 - 100.0 * np.sin(rot), abs=1e-6)   # y down: ccw moves it up
+
+
+def test_bytes_do_not_depend_on_the_number_of_threads():
+    """Dask workers may run with any torch/OpenCV thread count; the bytes must not change."""
+    torch = pytest.importorskip("torch")
+    threads, cv_threads = torch.get_num_threads(), cv2.getNumThreads()
+    outputs = []
+    try:
+        for n in (1, 3):
+            torch.set_num_threads(n)
+            cv2.setNumThreads(n)
+            m = make_master(SETTINGS, 5, np.random.default_rng(99))
+            outputs.append((m.ridges.tobytes(), make_impression(m, SETTINGS, np.random.default_rng(98)).image.tobytes()))
+    finally:
+        torch.set_num_threads(threads)
+        cv2.setNumThreads(cv_threads)
+    assert outputs[0] == outputs[1]
