@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from pixel_embedder import PixelEmbedder
 from generators.face.editing import EditRange
 from generators.face.generator import Generator
 from generators.face.identities import IdentitySettings, map_latents, render, select_identity
@@ -133,25 +133,6 @@ def test_faceless_generator_candidates_are_rejected_by_the_gate(sface):
     assert ident is None and tried == 3 and gate.rejected_no_face == 3
 
 
-@dataclass
-class _Emb:
-    embeddings: np.ndarray
-    found: np.ndarray
-    landmarks: np.ndarray
-    aligned: np.ndarray
-
-
-class PixelEmbedder:
-    """Deterministic stand-in recognizer for the retry logic: the normalised centred image.
-    Larger latent edits move the picture further, so similarity falls with edit size."""
-
-    def embed(self, images):
-        x = np.stack([i.astype(np.float32).ravel() for i in images])
-        x -= x.mean(1, keepdims=True)
-        x /= np.linalg.norm(x, axis=1, keepdims=True)
-        n = len(images)
-        return _Emb(x, np.ones(n, bool), np.zeros((n, 5, 2), np.float32),
-                    np.zeros((n, 112, 112, 3), np.uint8))
 
 
 def test_mated_retries_shrink_edits_until_floor_and_are_reproducible():

@@ -5,13 +5,13 @@ recognizer, since random weights draw no face a real detector would find)."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from pixel_embedder import PixelEmbedder
 from generators.face import Generator, save_generator
 from pipeline.errors import BAD_INPUT_ERRORS, CheckpointError, ConfigError
 from pipeline.manifest import rows_to_table
@@ -50,25 +50,6 @@ def test_missing_checkpoint_is_a_bad_input_error(tmp_path):
         stage.typed({"checkpoint": None, "identites": 3})
 
 
-@dataclass
-class _Emb:
-    embeddings: np.ndarray
-    found: np.ndarray
-    landmarks: np.ndarray
-    aligned: np.ndarray
-
-
-class PixelEmbedder:
-    """Stand-in recognizer: normalised centred pixels; fixed landmarks, an aligned thumbnail."""
-
-    def embed(self, images):
-        x = np.stack([i.astype(np.float32).ravel() for i in images])
-        x -= x.mean(1, keepdims=True)
-        x /= np.linalg.norm(x, axis=1, keepdims=True)
-        n = len(images)
-        lm = np.tile(np.array([[10, 12], [22, 12], [16, 18], [11, 24], [21, 24]], np.float32), (n, 1, 1))
-        aligned = np.stack([np.resize(i, (112, 112, 3)) for i in images]).astype(np.uint8)
-        return _Emb(x, np.ones(n, bool), lm, aligned)
 
 
 @pytest.fixture()

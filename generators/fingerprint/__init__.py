@@ -3,7 +3,7 @@
     master = make_master(settings, finger_position, rng)
     impression = make_impression(master, settings, rng)
 
-See docs/team-contract.md for the interface and each module's docstring for the model.
+See README.md beside this file for the model and the interface, and each module's docstring.
 """
 from .impression import Impression, make_impression
 from .master import MasterPrint, make_master, make_masters
