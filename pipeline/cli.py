@@ -11,6 +11,7 @@ Subcommands are dispatched before Hydra sees argv. Exit codes: 0 success, 2 bad 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -76,6 +77,9 @@ def cmd_evaluate(args: list[str]) -> int:
     parser.add_argument("dataset", type=Path)
     parser.add_argument("settings", nargs="*", metavar="key=value",
                         help="evaluation.EvaluationSettings fields, values parsed as YAML")
+    parser.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                        help="run on an existing Dask scheduler (e.g. tcp://host:8786) instead of "
+                             "local processes")
     ns = parser.parse_args(args)
     from omegaconf import OmegaConf
 
@@ -88,13 +92,30 @@ def cmd_evaluate(args: list[str]) -> int:
     from pipeline.evaluate import evaluate_root
 
     try:
-        summary = evaluate_root(ns.dataset, settings)
+        with _dask_client(ns.scheduler) as client:
+            summary = evaluate_root(ns.dataset, settings, client=client)
     except (ValueError, FileNotFoundError) as e:
         fail_bad_input(str(e))
     from evaluation.report import format_summary
 
     print(format_summary(summary))
     return EXIT_OK
+
+
+@contextlib.contextmanager
+def _dask_client(address: str | None):
+    """A client of the scheduler at `address`, or None (the evaluation's local process pool)."""
+    if address is None:
+        yield None
+        return
+    from dask.distributed import Client
+
+    try:
+        client = Client(address, timeout="10s")
+    except OSError as e:
+        fail_bad_input(f"no Dask scheduler answered at {address} ({e}); start one or drop --scheduler")
+    with client:
+        yield client
 
 
 SUBCOMMANDS = {"validate": cmd_validate, "regenerate": cmd_regenerate, "evaluate": cmd_evaluate}

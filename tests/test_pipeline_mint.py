@@ -139,6 +139,23 @@ def test_evaluate_command_calls_the_evaluation(minted, tmp_path, monkeypatch, ca
     assert bad.value.code == 2 and "does not exist" in capsys.readouterr().err
 
 
+def test_evaluate_runs_on_an_existing_dask_scheduler(minted, tmp_path, capsys):
+    from distributed import LocalCluster
+
+    from pipeline.cli import cmd_evaluate
+
+    copy = tmp_path / "copy"
+    shutil.copytree(minted, copy)
+    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster:
+        assert cmd_evaluate([str(copy), "max_nonmated_pairs=10", "progress=false",
+                             "write_report=false", "--scheduler", cluster.scheduler_address]) == 0
+    assert "biomint evaluation" in capsys.readouterr().out
+    assert list((copy / "eval").glob("*.parquet"))
+    with pytest.raises(SystemExit) as bad:
+        cmd_evaluate([str(copy), "--scheduler", "tcp://127.0.0.1:1"])
+    assert bad.value.code == 2 and "no Dask scheduler answered" in capsys.readouterr().err
+
+
 def _has_cuda() -> bool:
     import torch
 
