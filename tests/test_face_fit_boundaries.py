@@ -10,7 +10,7 @@ from generators.face import Generator, checkpoint_sha256, load_boundaries, load_
 from generators.face.editing import apply_edits
 from generators.face.identities import map_latents, render
 from generators.face.labellers import brightness_scores
-from pipeline.stages.face import fit_boundaries_main
+from pipeline.face_boundaries import fit_boundaries_main
 
 
 def _checkpoint(tmp_path):

@@ -3,7 +3,7 @@
 Labels: head pose (yaw, pitch, roll) from the embedder's five landmarks; brightness,
 illumination, contrast from image statistics; anything else (age, glasses, smile) from a
 user CSV (`index,<attr>,...`, index = latent number). The embedder is injected (generators/
-does not import evaluation/); `pipeline.stages.face.fit_boundaries_main` is the command.
+does not import evaluation/); `biomint-face-boundaries` (pipeline/face_boundaries.py) is the command.
 """
 
 from __future__ import annotations

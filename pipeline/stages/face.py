@@ -27,7 +27,6 @@ import io
 import json
 import logging
 import os
-import sys
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -400,19 +399,3 @@ def _version() -> str:
         return version("biomint")
     except PackageNotFoundError:
         return "0+unknown"
-
-
-def fit_boundaries_main(argv: list[str] | None = None) -> int:
-    """`biomint-face-boundaries`: fit InterFaceGAN boundaries for a checkpoint (exit 2 on bad input)."""
-    from evaluation.face_embedding import make_face_embedder
-    from generators.face.fit_boundaries import main
-
-    try:
-        return main(argv, lambda name, onnx: make_face_embedder(name, onnx_path=onnx))
-    except (CheckpointError, ConfigError, FileNotFoundError, ValueError) as e:
-        print(f"biomint-face-boundaries: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(fit_boundaries_main())
