@@ -9,6 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from evaluation.errors import EVALUATION_INPUT_ERRORS
 from evaluation.report import format_summary
 from evaluation.runner import evaluate_dataset
 from evaluation.settings import EvaluationSettings
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
             face_onnx_path=a.onnx, real_gallery=a.gallery, max_nonmated_pairs=a.max_nonmated,
             progress=not a.no_progress)
         summary = evaluate_dataset(a.dataset_root, settings)
-    except (ValueError, FileNotFoundError) as exc:
+    except EVALUATION_INPUT_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(format_summary(summary))

@@ -21,3 +21,8 @@ class UnreadableImageError(ValueError):
 
 class ModelFileNotFoundError(FileNotFoundError):
     """A model file (ONNX) given by path does not exist."""
+
+
+# What callers turn into one sentence and exit 2; anything else is a bug and keeps its traceback.
+EVALUATION_INPUT_ERRORS = (EvaluationInputError, DatasetNotFoundError, UnreadableImageError,
+                           ModelFileNotFoundError)

@@ -319,12 +319,3 @@ def make_face_embedder(name: str = "sface", onnx_path: Path | str | None = None,
     if name == "arcface":
         return FACE_EMBEDDERS[name](onnx_path, **kwargs)
     return FACE_EMBEDDERS[name](**kwargs)
-
-
-def cosine_scores(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise cosine similarity of two [N, D] arrays of (already normalised) embeddings."""
-    a = np.asarray(a, np.float32)
-    b = np.asarray(b, np.float32)
-    na = np.maximum(np.linalg.norm(a, axis=1), 1e-12)
-    nb = np.maximum(np.linalg.norm(b, axis=1), 1e-12)
-    return (a * b).sum(1) / (na * nb)

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 def map_chunks(fn: Callable[[Any], list], chunks: Sequence[Any], *, client=None,
                workers: int = 1, desc: str = "", progress: bool = True) -> list:
     """Apply ``fn`` to every chunk; return the concatenated results in chunk order."""
-    workers = workers or os.cpu_count() or 1
+    workers = workers or _usable_cores()
     results: list[list | None] = [None] * len(chunks)
     bar = tqdm(total=len(chunks), desc=desc, unit="chunk", disable=not progress or not chunks,
                leave=False)
@@ -51,3 +51,11 @@ def map_chunks(fn: Callable[[Any], list], chunks: Sequence[Any], *, client=None,
 
 def chunked(items: Sequence[Any], size: int) -> list[list[Any]]:
     return [list(items[k:k + size]) for k in range(0, len(items), size)]
+
+
+def _usable_cores() -> int:
+    """Cores this process may run on (CPU affinity and cgroup-pinned sets), not the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1

@@ -65,6 +65,13 @@ def score_histograms(pairs: pd.DataFrame, title: str, xlabel: str, threshold: fl
     return fig
 
 
+def _has_both_classes(pairs: pd.DataFrame) -> bool:
+    """A DET curve needs a scored mated and a scored non-mated pair (face scores are NaN where
+    no face was found)."""
+    scored = pairs["score"].notna()
+    return bool((scored & pairs["mated"]).any() and (scored & ~pairs["mated"]).any())
+
+
 def det_curve(curves: dict[str, pd.DataFrame]):
     """DET plot (normal-deviate axes, ISO/IEC 19795-1) of every score set given."""
     from evaluation.metrics import eer
@@ -175,7 +182,7 @@ def write_report(path: Path, root: Path, summary: dict, manifest: pd.DataFrame,
         body.append(_img(_png_b64(score_histograms(
             fp_pairs, "Bozorth3 scores", "Bozorth3 score", m["threshold"])), "bozorth3 hist"))
         body.append(_table(m))
-        if fp_pairs["mated"].any() and (~fp_pairs["mated"]).any():
+        if _has_both_classes(fp_pairs):
             curves["fingerprint (Bozorth3)"] = fp_pairs
     fc = summary.get("face")
     if fc and face_pairs is not None and face_pairs["score"].notna().any():
@@ -187,7 +194,7 @@ def write_report(path: Path, root: Path, summary: dict, manifest: pd.DataFrame,
         if face_samples is not None:
             body.append("<h3>Identities (first image each)</h3>")
             body.append(face_grid(Path(root), face_samples, manifest))
-        if face_pairs["mated"].any() and (~face_pairs["mated"]).any():
+        if _has_both_classes(face_pairs):
             curves[f"face ({fc['embedder']})"] = face_pairs
     if curves:
         body.append("<h2>DET curves</h2>" + _img(_png_b64(det_curve(curves)), "DET curve")

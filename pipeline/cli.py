@@ -91,10 +91,12 @@ def cmd_evaluate(args: list[str]) -> int:
         settings[key] = OmegaConf.to_container(OmegaConf.create({"v": value}))["v"] if value else None
     from pipeline.evaluate import evaluate_root
 
+    from evaluation.errors import EVALUATION_INPUT_ERRORS
+
     try:
         with _dask_client(ns.scheduler) as client:
             summary = evaluate_root(ns.dataset, settings, client=client)
-    except (ValueError, FileNotFoundError) as e:
+    except EVALUATION_INPUT_ERRORS as e:
         fail_bad_input(str(e))
     from evaluation.report import format_summary
 

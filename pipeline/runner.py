@@ -64,11 +64,12 @@ def run(cfg: DictConfig) -> dict:
     if config.evaluation.after_mint:
         from pipeline.evaluate import evaluate_root
 
+        from evaluation.errors import EVALUATION_INPUT_ERRORS
         from evaluation.report import format_summary
 
         try:
             summary = evaluate_root(root, dict(config.evaluation.settings))
-        except (ValueError, FileNotFoundError) as e:  # the evaluation's bad-input errors
+        except EVALUATION_INPUT_ERRORS as e:
             raise ConfigError(str(e)) from None
         log.info("%s", format_summary(summary))
     return meta
@@ -111,7 +112,7 @@ def prepare_root(root: Path, recorded: dict, overwrite: bool, stages, shard_size
         for entry in DATASET_ENTRIES:
             path = root / entry
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    elif any(p.name not in (".", "..") and not p.name.startswith(".biomint-") for p in root.iterdir()):
+    elif any(not p.name.startswith(".biomint-") for p in root.iterdir()):
         raise ConfigError(f"output_dir={root} is not empty and holds no biomint dataset.json; "
                           "choose an empty or new directory")
     meta = {

@@ -43,14 +43,3 @@ def sample_seed_sequence(dataset_seed: int, stage_id: int, subject_index: int,
 def derived_seed(ss: np.random.SeedSequence) -> int:
     """The uint64 recorded in the manifest's `seed` column (also seeds torch generators)."""
     return int(ss.generate_state(1, np.uint64)[0])
-
-
-def numpy_rng(ss: np.random.SeedSequence) -> np.random.Generator:
-    return np.random.default_rng(ss)
-
-
-def torch_generator(ss: np.random.SeedSequence, device: str = "cpu"):
-    """A torch.Generator seeded from the same SeedSequence (imported lazily: torch is heavy)."""
-    import torch
-
-    return torch.Generator(device=device).manual_seed(derived_seed(ss))

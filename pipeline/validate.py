@@ -5,6 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from omegaconf import OmegaConf
@@ -37,8 +38,13 @@ class Report:
 
 def stage_config_from(meta: dict, stage):
     """The typed stage config recorded in dataset.json."""
-    recorded = meta["config"].get(stage.NAME)
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(stage.Config), recorded))
+    try:
+        recorded = meta["config"].get(stage.NAME)
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(stage.Config), recorded))
+    except Exception as e:  # omegaconf raises several types; a hand-edited file a KeyError
+        raise ManifestError(f"dataset.json records a {stage.NAME} config this biomint cannot read "
+                            f"({str(e).splitlines()[0]}); re-mint the dataset or use the biomint "
+                            "version that minted it") from None
 
 
 def validate_dataset(root: Path, workers: int = 8) -> Report:
@@ -109,11 +115,18 @@ def _check_pairs(root: Path, meta: dict, ids: set[str], report: Report) -> None:
                                    f"dataset.json records {counts['mated']} + {counts['non_mated']}")
         if len(set(pairs["pair_id"].to_pylist())) != pairs.num_rows:
             report.problems.append(f"pairs {kind}: duplicate pair_id")
-        for pid, a, b in zip(pairs["pair_id"].to_pylist(), pairs["a_sample_id"].to_pylist(),
-                             pairs["b_sample_id"].to_pylist()):
-            for sid in (a, b):
-                if sid not in ids:
-                    report.problems.append(f"pair {pid}: sample {sid} is not in the manifest")
+        known = pa.array(sorted(ids), pa.string())
+        unknown = pc.or_(pc.invert(pc.is_in(pairs["a_sample_id"], value_set=known)),
+                         pc.invert(pc.is_in(pairs["b_sample_id"], value_set=known)))
+        n_unknown = int(pc.sum(unknown).as_py() or 0) if pairs.num_rows else 0
+        if n_unknown:
+            bad = pairs.filter(unknown).slice(0, MAX_LISTED)
+            for pid, a, b in zip(*(bad[c].to_pylist() for c in ("pair_id", "a_sample_id", "b_sample_id"))):
+                missing = [sid for sid in (a, b) if sid not in ids]
+                report.problems.append(f"pair {pid}: sample {', '.join(missing)} is not in the manifest")
+            if n_unknown > MAX_LISTED:
+                report.problems.append(f"pairs {kind}: {n_unknown} pairs name samples not in the manifest")
+            continue
         report.lines.append(f"pairs {kind}: {mated} mated + {pairs.num_rows - mated} non-mated, all name real samples")
 
 

@@ -1,6 +1,7 @@
 """What runs on a Dask worker: mint one shard, write its Parquet part, then its stats (last)."""
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -23,7 +24,10 @@ def resolve_device(preference: str) -> str:
         from distributed import get_worker
 
         name = get_worker().name
-        index = name if isinstance(name, int) else 0
+        # LocalCluster names workers 0, 1, ...; dask-jobqueue "SLURMCluster-<job>-<process>":
+        # the trailing number is the worker's slot on its node.
+        match = re.search(r"(\d+)$", str(name))
+        index = int(match.group(1)) if match else 0
     except ValueError:  # not on a worker
         index = 0
     return f"cuda:{index % gpus}"

@@ -32,7 +32,7 @@ from generators.face.errors import CheckpointError
 
 
 def _layer_names(size_log2: int) -> list[tuple[str, str]]:
-    """[(rosinality StyledConv prefix, ada prefix, noise index)] for every synthesis conv."""
+    """[(rosinality StyledConv prefix, ada prefix)] for every synthesis conv."""
     pairs = [("conv1", "synthesis.b4.conv1")]
     for k in range(size_log2 - 2):
         res = 2 ** (k + 3)

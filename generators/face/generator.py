@@ -89,11 +89,6 @@ def latents_from_rng(rng: np.random.Generator, z_dim: int, count: int = 1) -> np
     return rng.standard_normal((count, z_dim)).astype(np.float32)
 
 
-def torch_generator_from_rng(rng: np.random.Generator) -> torch.Generator:
-    """A CPU torch.Generator seeded from `rng` (used for the per-layer noise)."""
-    return torch.Generator().manual_seed(int(rng.integers(0, 2 ** 63 - 1)))
-
-
 def images_to_uint8(img: torch.Tensor) -> np.ndarray:
     """img [B, C, H, W] in [-1, 1] -> uint8 [B, H, W, C] (RGB), as StyleGAN's own scripts do."""
     x = (img.detach().to(torch.float32) * 127.5 + 128).clamp(0, 255).to(torch.uint8)

@@ -62,11 +62,25 @@ class IdentityGate:
     accepted: list[np.ndarray] = field(default_factory=list)
     rejected_duplicate: int = 0
     rejected_no_face: int = 0
+    # `accepted` stacked into a buffer that doubles when full: every candidate is compared with
+    # all accepted ones, and re-stacking the list per candidate would copy O(N^2) bytes.
+    _buffer: np.ndarray | None = field(default=None, repr=False, compare=False)
+    _filled: int = field(default=0, repr=False, compare=False)
 
     def _matrix(self) -> np.ndarray:
-        if not self.accepted:
+        """The accepted embeddings [N, D] (a view of the buffer)."""
+        n = len(self.accepted)
+        if n == 0:
             return np.zeros((0, 1), np.float32)
-        return np.stack(self.accepted)
+        if self._buffer is None or self._buffer.shape[0] < n:
+            grown = np.empty((max(64, 2 * n), self.accepted[0].shape[-1]), np.float32)
+            if self._buffer is not None:
+                grown[: self._filled] = self._buffer[: self._filled]
+            self._buffer = grown
+        if self._filled < n:
+            self._buffer[self._filled: n] = np.stack(self.accepted[self._filled: n])
+            self._filled = n
+        return self._buffer[:n]
 
     def check(self, embedding: np.ndarray, found: bool) -> GateDecision:
         """Decide on one candidate [D] without changing the gate."""

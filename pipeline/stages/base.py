@@ -1,6 +1,8 @@
 """What every stage shares: the per-shard context and the file writers."""
 from __future__ import annotations
 
+import functools
+import hashlib
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,3 +50,20 @@ def image_png_bytes(image: np.ndarray) -> bytes:
 def relative_sample_dir(kind: str, modality: str, subject_id: int) -> str:
     """images/<modality>/<subject_id>/ or truth/<modality>/<subject_id>/ (CONVENTIONS §3)."""
     return f"{kind}/{modality}/{subject_id:08d}"
+
+
+@functools.lru_cache(maxsize=None)
+def generator_version(package_dir: str) -> str:
+    """biomint's version plus a hash of the generator package's source (`package_dir`): bytes
+    change with the code, and `regenerate` can tell a changed generator from a corrupt file.
+    Cached: every manifest row carries it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        release = version("biomint")
+    except PackageNotFoundError:  # a source tree on sys.path, not installed
+        release = "0+unknown"
+    digest = hashlib.sha256()
+    for source in sorted(Path(package_dir).glob("*.py")):
+        digest.update(source.name.encode() + b"\0" + source.read_bytes())
+    return f"{release}+src.{digest.hexdigest()[:12]}"

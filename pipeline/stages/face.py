@@ -28,6 +28,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import numpy as np
@@ -36,7 +37,7 @@ from omegaconf import OmegaConf
 
 from pipeline.errors import CheckpointError, ConfigError
 from pipeline.seeding import STAGE_IDS, derived_seed, sample_seed_sequence, subject_seed_sequence
-from pipeline.stages.base import StageContext, image_png_bytes, relative_sample_dir
+from pipeline.stages.base import StageContext, generator_version, image_png_bytes, relative_sample_dir
 
 NAME = "face"
 STAGE_ID = STAGE_IDS[NAME]
@@ -86,7 +87,7 @@ PARAMS_TYPE = pa.struct([
 
 
 def typed(config: Any) -> Config:
-    """Config from a dataclass, DictConfig or plain dict (the YAML group is not a schema)."""
+    """Config from a dataclass, DictConfig or plain dict (tests and `check` pass any of them)."""
     if isinstance(config, Config):
         c = dataclasses.replace(config)
     else:
@@ -123,7 +124,6 @@ def check(config: Any) -> None:
             raise ConfigError(f"face.edits.{name}={list(rng)} is not allowed: give [low, high]")
     if c.edits and not c.boundaries:
         raise ConfigError("face.edits needs face.boundaries: fit them with biomint-face-boundaries")
-    from pathlib import Path
 
     if not Path(c.checkpoint).is_file():
         raise CheckpointError(
@@ -304,22 +304,11 @@ def _samples(t: _Tools, seed: int, subject: int, ident) -> list[tuple[int, int, 
     return out + [(k, derived_seed(ss), m) for k, ss, m in zip(ks, sss, mated)]
 
 
-def _device(c: Config, context: StageContext) -> str:
-    """The worker's device. The runner resolves `device` from the config object; when the
-    face group arrives as a plain dict (conf/face/*.yaml is not a registered schema) it
-    falls back to "cpu", so resolve face.device here (auto: this worker's GPU if any)."""
-    if context.device == "cpu" and c.device != "cpu":
-        from pipeline.worker import resolve_device
-
-        return resolve_device(c.device)
-    return context.device
-
-
 def run_shard(shard, config: Any, context: StageContext) -> list[dict]:
     from generators.face.labellers import head_pose_scores
 
     c = typed(config)
-    t = _tools(c, _device(c, context))
+    t = _tools(c, context.device)
     rows: list[dict] = []
     stop = min(shard.stop, c.identities)
     selected = _select_identities(t, context.seed, shard.start, stop)
@@ -378,7 +367,7 @@ def _write(context: StageContext, c: Config, t: _Tools, subject: int, k: int, se
     return {"sample_id": sid, "subject_id": subject, "modality": MODALITY, "finger_position": None,
             "impression": k, "path": image_path, "width": w, "height": h, "dpi": None,
             "sha256": sha, "seed": seed, "generator": GENERATOR,
-            "generator_version": _version(), "params": params, "truth_path": truth_path}
+            "generator_version": current_generator_version(), "params": params, "truth_path": truth_path}
 
 
 def regenerate(row: dict, config: Any, context: StageContext) -> bytes:
@@ -392,10 +381,7 @@ def regenerate(row: dict, config: Any, context: StageContext) -> bytes:
     return image_png_bytes(_samples(t, context.seed, subject, ident)[k][2].image)
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+def current_generator_version() -> str:
+    import generators.face as face
 
-    try:
-        return version("biomint")
-    except PackageNotFoundError:
-        return "0+unknown"
+    return generator_version(str(Path(face.__file__).parent))

@@ -10,8 +10,6 @@ so a sample depends on nothing but its own indices, whatever the shard layout.
 from __future__ import annotations
 
 import dataclasses
-import functools
-import hashlib
 import io
 import json
 import math
@@ -29,7 +27,7 @@ from generators.fingerprint.settings import FingerprintSettings
 from pipeline.errors import ConfigError
 from pipeline.manifest import write_bytes_atomic
 from pipeline.seeding import STAGE_IDS, derived_seed, sample_seed_sequence, subject_seed_sequence
-from pipeline.stages.base import StageContext, image_png_bytes, relative_sample_dir
+from pipeline.stages.base import StageContext, generator_version, image_png_bytes, relative_sample_dir
 
 NAME = "fingerprint"
 STAGE_ID = STAGE_IDS[NAME]
@@ -154,7 +152,7 @@ def warm_up() -> None:
 def current_generator_version() -> str:
     import generators.fingerprint as fp
 
-    return _generator_version(fp)
+    return generator_version(str(Path(fp.__file__).parent))
 
 
 def regenerate(row: dict, config, context: StageContext) -> bytes:
@@ -182,7 +180,7 @@ def _write_sample(fp, config, settings: FingerprintSettings, context: StageConte
     return {
         "sample_id": sid, "subject_id": subject, "modality": MODALITY, "finger_position": position,
         "impression": k, "path": image_path, "width": width, "height": height, "dpi": settings.dpi,
-        "sha256": sha, "seed": seed, "generator": GENERATOR, "generator_version": _generator_version(fp),
+        "sha256": sha, "seed": seed, "generator": GENERATOR, "generator_version": current_generator_version(),
         "params": {key: value for key, value in impression.params.items() if key != "finger_position"},
         "truth_path": truth_path,
     }
@@ -207,14 +205,3 @@ def _write_truth(fp, settings: FingerprintSettings, context: StageContext, iso_p
     singular = {k: [[float(x), float(y)] for x, y in v] for k, v in impression.singularities.items()}
     write_bytes_atomic(context.root / f"{stem}.singularities.json", json.dumps(singular, sort_keys=True).encode())
 
-
-@functools.lru_cache(maxsize=1)
-def _generator_version(fp) -> str:
-    """biomint's version plus a hash of the generator's source: bytes change with the code, and
-    `regenerate` can tell a changed generator from a corrupt file."""
-    from importlib.metadata import version
-
-    digest = hashlib.sha256()
-    for source in sorted(Path(fp.__file__).parent.glob("*.py")):
-        digest.update(source.name.encode() + b"\0" + source.read_bytes())
-    return f"{version('biomint')}+src.{digest.hexdigest()[:12]}"
