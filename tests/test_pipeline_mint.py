@@ -96,6 +96,24 @@ def test_validate_passes_then_names_the_corrupted_sample(minted, tmp_path):
     assert problems[1] == f"sample {other['sample_id']}: ground truth {other['truth_path']} does not exist"
 
 
+def test_validate_names_pairs_that_point_at_unknown_samples(minted, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    copy = tmp_path / "copy"
+    shutil.copytree(minted, copy)
+    part = sorted((copy / "pairs" / "plain-plain").glob("part-*.parquet"))[0]
+    table = pq.read_table(part)
+    b = table["b_sample_id"].to_pylist()
+    b[0] = "fp-99999999-01-00"
+    pq.write_table(table.set_column(table.schema.get_field_index("b_sample_id"), "b_sample_id",
+                                    pa.array(b, pa.string())), part)
+    report = validate_dataset(copy)
+    assert not report.ok
+    assert report.problems == [f"pair {table['pair_id'][0].as_py()}: sample fp-99999999-01-00 "
+                               "is not in the manifest"]
+
+
 def test_manifest_reads_with_duckdb_polars_pandas_and_no_biomint(minted):
     script = textwrap.dedent(f"""
         import sys, duckdb, polars as pl, pandas as pd
