@@ -149,7 +149,9 @@ def intra_class_consistency(embeddings: np.ndarray, labels, r: float = 0.3) -> f
     classes, centres = class_centres(emb, labels)
     inverse = np.searchsorted(classes, labels)
     close = (1.0 - (emb * centres[inverse]).sum(1)) <= r
-    return float(np.mean([close[inverse == k].mean() for k in range(len(classes))]))
+    per_class = np.bincount(inverse, weights=close, minlength=len(classes)) / np.bincount(
+        inverse, minlength=len(classes))
+    return float(per_class.mean())
 
 
 def look_alike_rate(synthetic: np.ndarray, gallery: np.ndarray, threshold: float) -> float:

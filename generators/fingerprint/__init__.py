@@ -9,10 +9,10 @@ from .impression import Impression, make_impression
 from .master import MasterPrint, make_master, make_masters
 from .settings import (DIFFICULTY_PRESETS, FINGER_CLASSES, NATURAL_CLASS_PRIORS, FingerprintSettings,
                        with_difficulty)
-from .truth_formats import write_iso19794_2, write_xyt
+from .truth_formats import iso19794_2_bytes, write_iso19794_2, write_xyt, xyt_bytes
 
 __all__ = [
     "FingerprintSettings", "MasterPrint", "Impression", "make_master", "make_masters", "make_impression",
-    "write_xyt", "write_iso19794_2", "FINGER_CLASSES", "NATURAL_CLASS_PRIORS", "DIFFICULTY_PRESETS",
-    "with_difficulty",
+    "write_xyt", "write_iso19794_2", "xyt_bytes", "iso19794_2_bytes",
+    "FINGER_CLASSES", "NATURAL_CLASS_PRIORS", "DIFFICULTY_PRESETS", "with_difficulty",
 ]

@@ -18,16 +18,25 @@ def _checked(minutiae: np.ndarray) -> np.ndarray:
 
 
 def write_xyt(path, minutiae: np.ndarray, quality: int = 100) -> None:
+    Path(path).write_bytes(xyt_bytes(minutiae, quality))
+
+
+def write_iso19794_2(path, minutiae: np.ndarray, width: int, height: int, dpi: int = 500,
+                     finger_position: int = 0, quality: int = 100) -> None:
+    Path(path).write_bytes(iso19794_2_bytes(minutiae, width, height, dpi, finger_position, quality))
+
+
+def xyt_bytes(minutiae: np.ndarray, quality: int = 100) -> bytes:
     """NIST .xyt: one 'x y theta quality' line per minutia, integer pixels (origin top-left,
     y down, as in the image) and theta in whole degrees counter-clockwise from +x (ISO/NBIS)."""
     m = _checked(minutiae)
     lines = [f"{int(round(x))} {int(round(y))} {int(round(np.degrees(a))) % 360} {int(quality)}"
              for x, y, a in m[:, :3]]
-    Path(path).write_text("".join(line + "\n" for line in lines))
+    return "".join(line + "\n" for line in lines).encode()
 
 
-def write_iso19794_2(path, minutiae: np.ndarray, width: int, height: int, dpi: int = 500,
-                     finger_position: int = 0, quality: int = 100) -> None:
+def iso19794_2_bytes(minutiae: np.ndarray, width: int, height: int, dpi: int = 500,
+                     finger_position: int = 0, quality: int = 100) -> bytes:
     """ISO/IEC 19794-2:2005 finger minutiae record with one finger view, no extended data.
 
     Header (24 bytes): 'FMR\\0', version ' 20\\0', record length (4 bytes), capture
@@ -51,4 +60,4 @@ def write_iso19794_2(path, minutiae: np.ndarray, width: int, height: int, dpi: i
     body += struct.pack(">H", 0)
     length = 24 + len(body)
     header = b"FMR\x00" + b" 20\x00" + struct.pack(">IHHHHHBB", length, 0, int(width), int(height), ppcm, ppcm, 1, 0)
-    Path(path).write_bytes(header + bytes(body))
+    return header + bytes(body)

@@ -13,9 +13,7 @@ import dataclasses
 import io
 import json
 import math
-import os
 import typing
-import uuid
 from dataclasses import field
 from pathlib import Path
 from typing import List
@@ -188,17 +186,12 @@ def _write_sample(fp, config, settings: FingerprintSettings, context: StageConte
 
 def _write_truth(fp, settings: FingerprintSettings, context: StageContext, iso_path: str, impression) -> None:
     """Ground truth next to each other: <id>.ist (ISO 19794-2), <id>.xyt, <id>.orientation.npy,
-    <id>.singularities.json. The writers of the generator take paths, so write to a temporary
-    name first and rename (a file that exists is whole)."""
+    <id>.singularities.json, each written atomically (a file that exists is whole)."""
     stem = iso_path[: -len(".ist")]
     h, w = impression.image.shape[:2]
-    for suffix, write in ((".ist", lambda p: fp.write_iso19794_2(p, impression.minutiae, w, h, settings.dpi)),
-                          (".xyt", lambda p: fp.write_xyt(p, impression.minutiae))):
-        final = context.root / f"{stem}{suffix}"
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f".{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-        write(tmp)
-        os.replace(tmp, final)
+    write_bytes_atomic(context.root / f"{stem}.ist",
+                       fp.iso19794_2_bytes(impression.minutiae, w, h, settings.dpi))
+    write_bytes_atomic(context.root / f"{stem}.xyt", fp.xyt_bytes(impression.minutiae))
     buffer = io.BytesIO()
     np.save(buffer, np.asarray(impression.orientation, dtype=np.float32))
     write_bytes_atomic(context.root / f"{stem}.orientation.npy", buffer.getvalue())
