@@ -11,22 +11,33 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from evaluation.errors import DatasetNotFoundError, EvaluationInputError, UnreadableImageError
 
 SAMPLE_COLUMNS = ["sample_id", "subject_id", "modality", "path"]
-OPTIONAL_COLUMNS = ["finger_position", "impression", "width", "height", "dpi"]
+OPTIONAL_COLUMNS = ["finger_position", "impression_type", "impression", "width", "height", "dpi"]
 PAIR_COLUMNS = ["pair_id", "a_sample_id", "b_sample_id", "mated", "kind"]
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".webp"}
 FINGERPRINT_MODALITIES = ("fingerprint", "latent_fingerprint")
+# impression_type of fingerprint rows from before the column existed (schema version 1)
+DEFAULT_IMPRESSION_TYPE = {"fingerprint": "plain", "latent_fingerprint": "latent"}
 
 
-def _read_parquet_dir(folder: Path, what: str, columns: list[str]) -> pd.DataFrame:
-    """Only the ``columns`` present (the ``params`` structs are never decoded)."""
+def _read_parquet_dir(folder: Path, what: str, columns: list[str],
+                      segments: bool = False) -> pd.DataFrame:
+    """Only the ``columns`` present. Of the ``params`` struct only ``params.segments`` (slap
+    segment boxes) is decoded, and only with ``segments=True`` and when the struct has it."""
     try:
         ds = pads.dataset(str(folder), format="parquet")
-        cols = [c for c in columns if c in ds.schema.names]
+        names = ds.schema.names
+        cols = {c: pc.field(c) for c in columns if c in names}
+        if segments and "params" in names:
+            params = ds.schema.field("params").type
+            if isinstance(params, pa.StructType) and params.get_field_index("segments") >= 0:
+                cols["segments"] = pc.field("params", "segments")
         return ds.to_table(columns=cols).to_pandas()
     except Exception as exc:  # pyarrow raises several types for corrupt/foreign files
         raise EvaluationInputError(
@@ -35,7 +46,11 @@ def _read_parquet_dir(folder: Path, what: str, columns: list[str]) -> pd.DataFra
 
 
 def read_manifest(root: Path, stages: tuple[str, ...] | None = None) -> pd.DataFrame:
-    """All manifest rows of ``root`` (one per image) with a ``stage`` column added."""
+    """All manifest rows of ``root`` (one per image) with a ``stage`` column added.
+
+    ``impression_type`` is always there (plain / latent for fingerprint rows of datasets
+    older than the column, null for faces) and ``segments`` holds a slap's boxes
+    ``[(position, x0, y0, x1, y1)]`` from ``params.segments`` (None on other rows)."""
     root = Path(root)
     manifest_dir = root / "manifest"
     found = sorted(p for p in manifest_dir.glob("*") if p.is_dir()) if manifest_dir.is_dir() else []
@@ -53,21 +68,42 @@ def read_manifest(root: Path, stages: tuple[str, ...] | None = None) -> pd.DataF
     frames = []
     for stage_dir in found:
         df = _read_parquet_dir(stage_dir, f"manifest '{stage_dir.name}'",
-                              SAMPLE_COLUMNS + OPTIONAL_COLUMNS)
+                              SAMPLE_COLUMNS + OPTIONAL_COLUMNS, segments=True)
         missing = [c for c in SAMPLE_COLUMNS if c not in df.columns]
         if missing:
             raise EvaluationInputError(
                 f"The manifest in {stage_dir} lacks column(s) {missing} (CONVENTIONS §4); "
                 "it was not written by this biomint version.")
-        keep = SAMPLE_COLUMNS + [c for c in OPTIONAL_COLUMNS if c in df.columns]
+        keep = SAMPLE_COLUMNS + [c for c in OPTIONAL_COLUMNS + ["segments"] if c in df.columns]
         frames.append(df[keep].assign(stage=stage_dir.name))
     manifest = pd.concat(frames, ignore_index=True)
+    manifest["impression_type"] = _impression_types(manifest)
+    manifest["segments"] = [_segment_boxes(v) for v in manifest.get(
+        "segments", pd.Series(None, index=manifest.index, dtype=object))]
     dup = manifest["sample_id"].duplicated()
     if dup.any():
         raise EvaluationInputError(
             f"sample_id {manifest.loc[dup, 'sample_id'].iloc[0]!r} appears more than once in "
             f"the manifests of {root}; sample ids must be unique.")
     return manifest
+
+
+def _impression_types(manifest: pd.DataFrame) -> pd.Series:
+    """``impression_type``, filled for fingerprint rows of datasets without the column (or
+    with nulls): plain for ``fingerprint``, latent for ``latent_fingerprint``; null for faces."""
+    default = manifest["modality"].map(DEFAULT_IMPRESSION_TYPE)
+    if "impression_type" not in manifest.columns:
+        return default.astype(object)
+    return manifest["impression_type"].astype(object).where(
+        manifest["impression_type"].notna(), default)
+
+
+def _segment_boxes(value) -> list[tuple[int, int, int, int, int]] | None:
+    """``params.segments`` of one row → [(position, x0, y0, x1, y1)] or None (not a slap)."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    return [(int(d["position"]), int(d["x0"]), int(d["y0"]), int(d["x1"]), int(d["y1"]))
+            for d in value]
 
 
 def read_pairs(root: Path, sample_ids: pd.Index) -> pd.DataFrame:

@@ -134,22 +134,51 @@ def quality_row(sample_id: str, result: dict, n_mindtct: int, edges: tuple[int, 
     return row
 
 
-def assess_chunk(task: tuple[str, list[tuple[str, str, int]], str, tuple[int, ...]]
-                 ) -> list[tuple[dict, np.ndarray, tuple[int, int]]]:
-    """Worker: (dataset root, [(sample_id, rel_path, ppi)], backend, bin edges) →
-    [(quality row, NBIS minutiae [N, 5], (height, width))] in input order."""
+def _assess(image: np.ndarray, scorer, sample_id: str, ppi: int, edges: tuple[int, ...],
+            backend: str) -> tuple[dict, np.ndarray]:
+    t0 = time.perf_counter()
+    mins = extract_minutiae(image, ppi)
+    result = scorer([image], [mins], ppi)[0]
+    return quality_row(sample_id, result, len(mins), edges, backend,
+                       time.perf_counter() - t0), mins
+
+
+def assess_chunk(task: tuple[str, list[tuple[str, str, int, list | None]], str, tuple[int, ...]]
+                 ) -> list[tuple[list[dict], list[tuple], dict | None, list[dict]]]:
+    """Worker: (dataset root, [(sample_id, rel_path, ppi, segments)], backend, bin edges) →
+    per print, in input order, (quality rows, templates, slap check, box checks).
+
+    A print without ``segments`` (plain, rolled) gives one quality row and one template
+    ``(sample_id, minutiae [N, 5], (height, width))``. A slap (segments = [(position, x0, y0,
+    x1, y1)]) gives one quality row and one template per segment crop, keyed
+    ``(sample_id, position)`` (rows carry ``segment_position``), and its segment checks.
+    """
     from evaluation.dataset import read_image
+    from evaluation.slap_segments import MIN_CROP, check_segments, crop
 
     root, items, backend, edges = task
     scorer = QUALITY_BACKENDS[backend]
     out = []
-    for sample_id, rel_path, ppi in items:
-        t0 = time.perf_counter()
+    for sample_id, rel_path, ppi, segments in items:
         image = read_image(Path(root), rel_path, sample_id, grey=True)
-        mins = extract_minutiae(image, ppi)
-        result = scorer([image], [mins], ppi)[0]
-        out.append((quality_row(sample_id, result, len(mins), edges, backend,
-                                time.perf_counter() - t0), mins, image.shape[:2]))
+        if segments is None:
+            row, mins = _assess(image, scorer, sample_id, ppi, edges, backend)
+            out.append(([row], [(sample_id, mins, image.shape[:2])], None, []))
+            continue
+        rows, templates = [], []
+        for box in segments:
+            part = crop(image, box)
+            if min(part.shape[:2], default=0) < MIN_CROP:
+                row, mins = {"sample_id": sample_id, "quality_label": QUALITY_LABEL,
+                             "quality_backend": backend, "quality_score": float("nan"),
+                             "quality_bin": None, "mindtct_minutiae": 0}, np.zeros((0, 5))
+            else:
+                row, mins = _assess(np.ascontiguousarray(part), scorer, sample_id, ppi, edges,
+                                    backend)
+            rows.append({**row, "segment_position": box[0]})
+            templates.append(((sample_id, box[0]), mins, part.shape[:2]))
+        slap, boxes = check_segments(sample_id, image, segments)
+        out.append((rows, templates, slap, boxes))
     return out
 
 

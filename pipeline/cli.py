@@ -4,6 +4,7 @@
     biomint validate <dir>
     biomint regenerate <dir> <sample_id> <out_file>
     biomint evaluate <dir> [setting=value ...]
+    biomint export-ansi-nist <dir> [--out DIR] [--compression png|wsq]
 
 Subcommands are dispatched before Hydra sees argv. Exit codes: 0 success, 2 bad input
 (config, paths, checkpoints: one sentence, no traceback), 1 anything else.
@@ -104,6 +105,25 @@ def cmd_evaluate(args: list[str]) -> int:
     return EXIT_OK
 
 
+def cmd_export_ansi_nist(args: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="biomint export-ansi-nist",
+                                     description="One ANSI/NIST-ITL 1-2011 ten-print transaction per "
+                                                 "subject (<dir>/export/ansi_nist/<subject>.an2).")
+    parser.add_argument("dataset", type=Path)
+    parser.add_argument("--out", type=Path, default=None, metavar="DIR",
+                        help="output folder (default: <dataset>/export/ansi_nist)")
+    parser.add_argument("--compression", default="png",
+                        help="png: the dataset's PNG files as they are (default); wsq: WSQ (lossy)")
+    ns = parser.parse_args(args)
+    from pipeline.export import export_ansi_nist
+
+    result = export_ansi_nist(ns.dataset, ns.out, compression=ns.compression)
+    print(f"export-ansi-nist: {result['transactions']} transactions ({result['records']} records, "
+          f"{result['bytes'] / 1e6:.1f} MB, {result['compression']}) in {result['seconds']:.1f} s "
+          f"({result['transactions_per_second']} transactions/s) → {result['directory']}")
+    return EXIT_OK
+
+
 @contextlib.contextmanager
 def _dask_client(address: str | None):
     """A client of the scheduler at `address`, or None (the evaluation's local process pool)."""
@@ -120,7 +140,8 @@ def _dask_client(address: str | None):
         yield client
 
 
-SUBCOMMANDS = {"validate": cmd_validate, "regenerate": cmd_regenerate, "evaluate": cmd_evaluate}
+SUBCOMMANDS = {"validate": cmd_validate, "regenerate": cmd_regenerate, "evaluate": cmd_evaluate,
+               "export-ansi-nist": cmd_export_ansi_nist}
 
 
 def main() -> None:

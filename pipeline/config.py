@@ -38,6 +38,12 @@ class EvaluationHookConfig:
 
 
 @dataclass
+class ExportConfig:
+    ansi_nist: bool = False               # one ANSI/NIST-ITL ten-print transaction per subject
+    compression: str = "png"              # png (the dataset's bytes) or wsq (lossy)
+
+
+@dataclass
 class ClusterConfig:
     kind: str = "local"
     workers: int = 0                      # 0: one per core (one per GPU when the stage uses CUDA)
@@ -85,6 +91,7 @@ class BiomintConfig:
     cluster: Any = MISSING
     pairs: PairsConfig = field(default_factory=PairsConfig)
     evaluation: EvaluationHookConfig = field(default_factory=EvaluationHookConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
     face: Any = None                      # the face group (null when no face stage is installed)
 
 
@@ -106,7 +113,7 @@ def register_configs() -> None:
 register_configs()
 
 # Keys that only say how/where to run, not what is minted: they may change on resume.
-RUNTIME_KEYS = ("output_dir", "overwrite", "cluster", "evaluation")
+RUNTIME_KEYS = ("output_dir", "overwrite", "cluster", "evaluation", "export")
 
 
 def to_config(cfg: DictConfig) -> BiomintConfig:
@@ -134,6 +141,8 @@ def check_config(config: BiomintConfig) -> None:
     for key in ("max_mated", "non_mated"):
         if getattr(config.pairs, key) < 0:
             raise ConfigError(f"pairs.{key}={getattr(config.pairs, key)} is not allowed: it must be >= 0")
+    if config.export.compression not in ("png", "wsq"):
+        raise ConfigError(f"export.compression={config.export.compression} is not allowed: png or wsq")
     if config.pairs.part_rows < 1:
         raise ConfigError(f"pairs.part_rows={config.pairs.part_rows} is not allowed: it must be >= 1")
     cluster = config.cluster

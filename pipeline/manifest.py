@@ -21,7 +21,7 @@ from typing import Any, Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2   # 2: impression_type column
 
 # Common columns, in order; `params` is each stage's own struct (inserted by sample_schema).
 COMMON_FIELDS: list[pa.Field] = [
@@ -29,6 +29,7 @@ COMMON_FIELDS: list[pa.Field] = [
     pa.field("subject_id", pa.int64(), nullable=False),
     pa.field("modality", pa.string(), nullable=False),
     pa.field("finger_position", pa.int8()),
+    pa.field("impression_type", pa.string()),   # plain, rolled, slap (latent); null for faces
     pa.field("impression", pa.int16(), nullable=False),
     pa.field("path", pa.string(), nullable=False),
     pa.field("width", pa.int32(), nullable=False),

@@ -5,6 +5,13 @@ that exist. An identity is (subject_id, finger_position): one finger, or one fac
 null). Mated: every pair of samples of one identity, or a deterministic subset of
 `max_mated` of them. Non-mated: `non_mated` distinct pairs of samples of two different
 identities, drawn with the seeding rule (stage id "pairs", the stage's id, a slot).
+
+A stage with several impression types lists its kinds (`pair_kinds(config)` -> (kind, type of
+a, type of b)): a kind between two types pairs every a with every b of the same identity
+(mated) and draws non-mated ones. A slap holds one identity per finger: each of its segments
+is a unit of its own, and in a `slap-plain` pair the segment compared is the one whose
+position is b's finger_position, so non-mated slap pairs are drawn with b of a finger
+position that the slap holds.
 """
 from __future__ import annotations
 
@@ -13,13 +20,16 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from pipeline.manifest import PAIRS_SCHEMA, read_manifest, write_table_atomic
+from pipeline.manifest import PAIRS_SCHEMA, manifest_dir, write_table_atomic
 from pipeline.seeding import STAGE_IDS
 
 log = logging.getLogger("biomint")
 
 MATED_SLOT, NON_MATED_SLOT = 0, 1
+# Fixed slot pairs per kind (2 i, 2 i + 1), so that adding a kind changes no other kind's draws.
+KIND_SLOTS = {"plain-plain": 0, "rolled-plain": 1, "rolled-rolled": 2, "slap-plain": 3}
 # Below this many candidate non-mated pairs they are enumerated instead of rejection-sampled.
 ENUMERATE_LIMIT = 5_000_000
 
@@ -83,27 +93,151 @@ def non_mated_pairs(identity: np.ndarray, count: int, rng: np.random.Generator) 
     return np.array(sorted(seen), dtype=np.int64)
 
 
-def write_pairs(root: Path, stage, pairs_config, dataset_seed: int) -> dict:
-    """Write pairs/<stage.PAIR_KIND>/part-*.parquet; returns {kind: {"mated": m, "non_mated": n}}."""
-    kind = stage.PAIR_KIND
-    table = read_manifest(root, stage.NAME, columns=["sample_id", "subject_id", "finger_position", "impression"])
-    ids, identity = identities(table)
-    mated = mated_pairs(identity, pairs_config.max_mated, pairs_rng(dataset_seed, stage.STAGE_ID, MATED_SLOT))
-    non_mated = non_mated_pairs(identity, pairs_config.non_mated,
-                                pairs_rng(dataset_seed, stage.STAGE_ID, NON_MATED_SLOT))
-    if len(non_mated) < pairs_config.non_mated:
-        log.info("%s: only %d non-mated pairs exist (pairs.non_mated=%d)", kind, len(non_mated), pairs_config.non_mated)
+def cross_mated_pairs(a_identity: np.ndarray, b_identity: np.ndarray, cap: int,
+                      rng: np.random.Generator) -> np.ndarray:
+    """[M, 2] (a index, b index) of every a and b of one identity, all or `cap` of them; both
+    identity arrays sorted."""
+    shared = np.intersect1d(a_identity, b_identity)
+    a_start = np.searchsorted(a_identity, shared, "left")
+    a_n = np.searchsorted(a_identity, shared, "right") - a_start
+    b_start = np.searchsorted(b_identity, shared, "left")
+    b_n = np.searchsorted(b_identity, shared, "right") - b_start
+    per = a_n * b_n
+    total = int(per.sum())
+    ranks = np.arange(total) if total <= cap else np.sort(rng.choice(total, size=cap, replace=False))
+    cum = np.cumsum(per)
+    owner = np.searchsorted(cum, ranks, side="right")
+    local = ranks - (cum - per)[owner]
+    return np.stack([a_start[owner] + local // b_n[owner], b_start[owner] + local % b_n[owner]], 1).astype(np.int64)
+
+
+def cross_non_mated_pairs(a_identity: np.ndarray, b_identity: np.ndarray, count: int, rng: np.random.Generator,
+                          a_position: np.ndarray | None = None, b_position: np.ndarray | None = None) -> np.ndarray:
+    """[M, 2] distinct (a index, b index) of different identities, M = min(count, possible);
+    with positions given, only pairs whose positions are equal (a slap segment and a plain
+    print of the same finger position)."""
+    na, nb = len(a_identity), len(b_identity)
+    if na == 0 or nb == 0 or count == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    constrained = a_position is not None
+    if na * nb <= ENUMERATE_LIMIT:
+        ai, bi = np.divmod(np.arange(na * nb, dtype=np.int64), nb)
+        keep = a_identity[ai] != b_identity[bi]
+        if constrained:
+            keep &= a_position[ai] == b_position[bi]
+        candidates = np.flatnonzero(keep)
+        chosen = np.sort(rng.choice(len(candidates), size=min(count, len(candidates)), replace=False))
+        return np.stack([ai[candidates[chosen]], bi[candidates[chosen]]], 1)
+    # too many candidates to list: rejection sampling, after counting what is possible
+    ids, inverse = np.unique(np.r_[a_identity, b_identity], return_inverse=True)
+    same = int((np.bincount(inverse[:na], minlength=len(ids)) * np.bincount(inverse[na:], minlength=len(ids))).sum())
+    if constrained:
+        positions = np.unique(np.r_[a_position, b_position])
+        by_position = [np.flatnonzero(b_position == p) for p in positions]
+        slot = np.searchsorted(positions, a_position)
+        possible = int(sum(int((a_position == p).sum()) * len(g) for p, g in zip(positions, by_position))) - same
+    else:
+        possible = na * nb - same
+    count = min(count, possible)
+    seen: set[tuple[int, int]] = set()
+    while len(seen) < count:
+        draws = 2 * (count - len(seen))
+        a = rng.integers(0, na, size=draws)
+        if constrained:
+            groups = [by_position[g] for g in slot[a]]
+            b = np.array([g[rng.integers(0, len(g))] if len(g) else -1 for g in groups])
+        else:
+            b = rng.integers(0, nb, size=draws)
+        for x, y in zip(a, b):
+            if y >= 0 and a_identity[x] != b_identity[y] and (x, y) not in seen:
+                seen.add((int(x), int(y)))
+                if len(seen) == count:
+                    break
+    return np.array(sorted(seen), dtype=np.int64).reshape(-1, 2)
+
+
+def _units(table: pa.Table, impression_type: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sample ids, identity, position) of the comparison units of one impression type, sorted
+    by identity: one unit per row, or per segment for slaps."""
+    if impression_type is not None:
+        table = table.filter(pc.equal(table["impression_type"], impression_type))
+    if impression_type != "slap":
+        subject = table["subject_id"].to_numpy()
+        pos = table["finger_position"].fill_null(0).to_numpy().astype(np.int64)
+        order = np.lexsort((table["impression"].to_numpy(), pos, subject))   # as identities()
+        ids = np.asarray(table["sample_id"].to_pylist(), dtype=object)[order]
+        return ids, subject[order] * 16 + pos[order], pos[order]
+    sample = np.asarray(table["sample_id"].to_pylist(), dtype=object)
+    subject = table["subject_id"].to_numpy()
+    segments = table["segments"].to_pylist()
+    lengths = np.array([len(s or []) for s in segments], dtype=np.int64)
+    owner = np.repeat(np.arange(len(sample)), lengths)
+    pos = np.array([seg["position"] for s in segments for seg in (s or [])], dtype=np.int64)
+    identity = subject[owner] * 16 + pos
+    order = np.lexsort((sample[owner].astype(str), identity))
+    return sample[owner][order], identity[order], pos[order]
+
+
+def _read_units_table(root: Path, stage) -> pa.Table:
+    import pyarrow.dataset as ds
+
+    directory = manifest_dir(root, stage.NAME)
+    if not directory.is_dir() or not any(directory.glob("part-*.parquet")):
+        return pa.table({"sample_id": pa.array([], pa.string())})
+    dataset = ds.dataset(directory, format="parquet")
+    columns = {name: ds.field(name) for name in ("sample_id", "subject_id", "finger_position", "impression")}
+    names = dataset.schema.names
+    if "impression_type" in names:
+        columns["impression_type"] = ds.field("impression_type")
+        params = dataset.schema.field("params").type if "params" in names else None
+        if params is not None and params.get_field_index("segments") >= 0:
+            columns["segments"] = ds.field("params", "segments")
+    return dataset.to_table(columns=columns)
+
+
+def write_pairs(root: Path, stage, pairs_config, dataset_seed: int, stage_config=None) -> dict:
+    """Write pairs/<kind>/part-*.parquet for each kind of the stage; returns
+    {kind: {"mated": m, "non_mated": n}}."""
+    table = _read_units_table(root, stage)
+    kinds = (stage.pair_kinds(stage_config) if stage_config is not None and hasattr(stage, "pair_kinds")
+             else [(stage.PAIR_KIND, None, None)])
+    counts = {}
+    for kind, a_type, b_type in kinds:
+        slot = KIND_SLOTS.get(kind, 0)
+        mated_rng = pairs_rng(dataset_seed, stage.STAGE_ID, 2 * slot + MATED_SLOT)
+        non_mated_rng = pairs_rng(dataset_seed, stage.STAGE_ID, 2 * slot + NON_MATED_SLOT)
+        a_ids, a_identity, a_position = _units(table, a_type)
+        if a_type == b_type:
+            b_ids = a_ids
+            dense = np.unique(a_identity, return_inverse=True)[1].reshape(-1)   # 0, 0, 1, 1, 1, 2, ...
+            mated = mated_pairs(dense, pairs_config.max_mated, mated_rng)
+            non_mated = non_mated_pairs(dense, pairs_config.non_mated, non_mated_rng)
+        else:
+            b_ids, b_identity, b_position = _units(table, b_type)
+            mated = cross_mated_pairs(a_identity, b_identity, pairs_config.max_mated, mated_rng)
+            slap = a_type == "slap"
+            non_mated = cross_non_mated_pairs(a_identity, b_identity, pairs_config.non_mated, non_mated_rng,
+                                              a_position if slap else None, b_position if slap else None)
+        if len(non_mated) < pairs_config.non_mated:
+            log.info("%s: only %d non-mated pairs exist (pairs.non_mated=%d)", kind, len(non_mated),
+                     pairs_config.non_mated)
+        counts[kind] = _write_kind(root, kind, a_ids, b_ids, mated, non_mated, pairs_config.part_rows)
+    return counts
+
+
+def _write_kind(root: Path, kind: str, a_ids: np.ndarray, b_ids: np.ndarray, mated: np.ndarray,
+                non_mated: np.ndarray, part_rows: int) -> dict:
     index = np.concatenate([mated, non_mated]) if len(mated) + len(non_mated) else np.zeros((0, 2), np.int64)
     flags = np.r_[np.ones(len(mated), bool), np.zeros(len(non_mated), bool)]
     pair_ids = [f"{kind}-m{i:09d}" for i in range(len(mated))] + [f"{kind}-n{i:09d}" for i in range(len(non_mated))]
-    out = pa.table({"pair_id": pair_ids, "a_sample_id": ids[index[:, 0]].tolist(),
-                    "b_sample_id": ids[index[:, 1]].tolist(), "mated": flags,
+    out = pa.table({"pair_id": pair_ids, "a_sample_id": a_ids[index[:, 0]].tolist(),
+                    "b_sample_id": b_ids[index[:, 1]].tolist(), "mated": flags,
                     "kind": [kind] * len(pair_ids)}, schema=PAIRS_SCHEMA)
     directory = Path(root) / "pairs" / kind
     for old in directory.glob("part-*.parquet"):
         old.unlink()
-    rows = max(1, pairs_config.part_rows)
+    rows = max(1, part_rows)
     for part, offset in enumerate(range(0, max(out.num_rows, 1), rows)):
         write_table_atomic(directory / f"part-{part:05d}.parquet", out.slice(offset, rows))
     log.info("pairs: %d mated + %d non-mated %s pairs → %s", len(mated), len(non_mated), kind, directory)
-    return {kind: {"mated": int(len(mated)), "non_mated": int(len(non_mated))}}
+    return {"mated": int(len(mated)), "non_mated": int(len(non_mated))}

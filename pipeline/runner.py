@@ -21,7 +21,7 @@ from pipeline.stages import load_stages, stage_device
 log = logging.getLogger("biomint")
 
 # What overwrite=true may delete in an existing dataset root (nothing else is touched).
-DATASET_ENTRIES = ("dataset.json", "images", "truth", "manifest", "pairs", "eval", "report")
+DATASET_ENTRIES = ("dataset.json", "images", "truth", "manifest", "pairs", "eval", "report", "export")
 VERSIONED_PACKAGES = ("biomint", "numpy", "pyarrow", "dask", "distributed", "hydra-core", "pillow", "torch")
 
 
@@ -61,6 +61,12 @@ def run(cfg: DictConfig) -> dict:
         log.info("dataset %s is already complete (%s); nothing to mint", root, _counts(meta))
     else:
         meta = mint_dataset(root, config, stages, meta)
+    if config.export.ansi_nist:
+        from pipeline.export import export_ansi_nist
+
+        done = export_ansi_nist(root, compression=config.export.compression)
+        log.info("export: %d ANSI/NIST-ITL transactions (%d records) → %s", done["transactions"], done["records"],
+                 done["directory"])
     if config.evaluation.after_mint:
         from pipeline.evaluate import evaluate_root
 
@@ -91,7 +97,7 @@ def mint_dataset(root: Path, config, stages: list[tuple], meta: dict) -> dict:
 
     for stage, stage_config in stages:
         meta["stages"][stage.NAME]["rows"] = count_rows(root, stage, stage_config, config.dataset.shard_size)
-        meta["pairs"].update(write_pairs(root, stage, config.pairs, config.seed))
+        meta["pairs"].update(write_pairs(root, stage, config.pairs, config.seed, stage_config))
     meta["status"] = "complete"
     write_json_atomic(root / "dataset.json", meta)
     log.info("dataset complete: %s (%s)", root, _counts(meta))

@@ -15,6 +15,9 @@ import numpy as np
 
 SUBJECT_SLOT = 0
 SAMPLE_SLOT = 1
+# A second kind of sample of the same unit gets its own slot, so that adding it changes no
+# byte of the first kind: rolled impressions of a finger (plain ones use SAMPLE_SLOT).
+ROLLED_SLOT = 2
 
 # Fixed stage ids: changing one changes every byte the stage mints.
 STAGE_IDS: dict[str, int] = {
@@ -33,11 +36,11 @@ def subject_seed_sequence(dataset_seed: int, stage_id: int, subject_index: int,
 
 
 def sample_seed_sequence(dataset_seed: int, stage_id: int, subject_index: int,
-                         sample_index: int, unit: int = 0) -> np.random.SeedSequence:
+                         sample_index: int, unit: int = 0, slot: int = SAMPLE_SLOT) -> np.random.SeedSequence:
     """SeedSequence of one sample (one impression, one face image)."""
     return np.random.SeedSequence(entropy=int(dataset_seed),
                                   spawn_key=(int(stage_id), int(subject_index), int(unit),
-                                             SAMPLE_SLOT, int(sample_index)))
+                                             int(slot), int(sample_index)))
 
 
 def derived_seed(ss: np.random.SeedSequence) -> int:

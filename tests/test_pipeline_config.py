@@ -23,7 +23,7 @@ def test_presets_compose_and_pass_checks(compose_config, preset):
     fp_stage.check(config.fingerprint)
     assert config.dataset.name == preset
     assert fp_stage.expected_rows(config.fingerprint, 0, fp_stage.subject_count(config.fingerprint)) == \
-        config.fingerprint.fingers * config.fingerprint.impressions
+        config.fingerprint.fingers * (config.fingerprint.impressions + config.fingerprint.rolled)
 
 
 def test_public_overrides_reach_the_typed_config(compose_config):
@@ -37,7 +37,7 @@ def test_public_overrides_reach_the_typed_config(compose_config):
     # 5 fingers over positions [1, 6]: subjects 0, 1 full, subject 2 holds only position 1
     assert fp_stage.subject_count(fp) == 3
     assert [fp_stage.fingers_of(fp, s) for s in range(3)] == [[1, 6], [1, 6], [1]]
-    assert fp_stage.expected_rows(fp, 1, 3) == 3 * 3
+    assert fp_stage.expected_rows(fp, 1, 3) == 3 * (3 + 1)   # 3 plain + 1 rolled per finger
 
 
 def test_seeding_rule_separates_subject_and_sample_slots():

@@ -15,7 +15,8 @@ from conftest import file_hashes, mint, run_biomint
 from pipeline.errors import ConfigError, ManifestError
 from pipeline.validate import regenerate_sample, validate_dataset
 
-ROWS = 6 * 2  # TINY: 6 fingers x 2 impressions
+ROWS = 6 * (2 + 1)  # TINY: 6 fingers x (2 plain + 1 rolled)
+MATED = 6 + 6 * 2   # plain-plain: one pair per finger; rolled-plain: the rolled print with each plain one
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def manifest(root):
 
 def test_layout_counts_and_dataset_json(minted):
     meta = json.loads((minted / "dataset.json").read_text())
-    assert meta["status"] == "complete" and meta["schema_version"] == 1 and meta["seed"] == 0
+    assert meta["status"] == "complete" and meta["schema_version"] == 2 and meta["seed"] == 0
     assert meta["config"]["fingerprint"]["fingers"] == 6 and meta["versions"]["numpy"]
     table = manifest(minted)
     assert table.num_rows == ROWS == meta["stages"]["fingerprint"]["rows"]
@@ -133,7 +134,7 @@ def test_manifest_reads_with_duckdb_polars_pandas_and_no_biomint(minted):
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=minted)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == [str(ROWS)] * 3 + ["6"] + [str(ROWS)] * 2 + ["UInt64"]
+    assert result.stdout.split() == [str(ROWS)] * 3 + [str(MATED)] + [str(ROWS)] * 2 + ["UInt64"]
 
 
 def test_rerun_is_a_noop_and_a_changed_config_is_refused(minted):

@@ -45,41 +45,65 @@ class ImpressionGeometry:
         return self._plastic(wx, wy)
 
     def _plastic(self, wx: np.ndarray, wy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        rx, ry = wx - self.contact_x, wy - self.contact_y
-        c, s = np.cos(self.distortion_rotation), np.sin(self.distortion_rotation)
-        tx = c * rx - s * ry + self.contact_x + self.distortion_dx          # T(v)
-        ty = s * rx + c * ry + self.contact_y + self.distortion_dy
-        shapedist = np.maximum(np.hypot(rx, ry) - self.core_radius, 0.0)
-        brake = 0.5 * (1.0 - np.cos(np.pi * np.minimum(shapedist / self.transition, 1.0)))
-        return wx + (tx - wx) * brake, wy + (ty - wy) * brake
+        return plastic_distortion(wx, wy, self.contact_x, self.contact_y, self.core_radius, self.transition,
+                                  self.distortion_rotation, self.distortion_dx, self.distortion_dy)
+
+    def rigid_to_canvas(self, vx: np.ndarray, vy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The inverse of the placement alone: Newton's starting point for to_canvas."""
+        c, s = np.cos(self.rotation), np.sin(self.rotation)
+        dx, dy = vx - self.finger_x, vy - self.finger_y
+        return c * dx + s * dy + self.canvas_cx, -s * dx + c * dy + self.canvas_cy
 
     def to_canvas(self, vx: np.ndarray, vy: np.ndarray, iterations: int = 6) -> tuple[np.ndarray, np.ndarray]:
         """Master points -> canvas points by Newton's method on to_master (smooth, near-rigid)."""
-        vx = np.asarray(vx, dtype=np.float64)
-        vy = np.asarray(vy, dtype=np.float64)
-        c, s = np.cos(self.rotation), np.sin(self.rotation)
-        dx, dy = vx - self.finger_x, vy - self.finger_y
-        x = c * dx + s * dy + self.canvas_cx           # rigid inverse as the starting point
-        y = -s * dx + c * dy + self.canvas_cy
-        h = 0.5
-        for _ in range(iterations):
-            fx, fy = self.to_master(x, y)
-            ax, ay = self.to_master(x + h, y)
-            bx, by = self.to_master(x, y + h)
-            j11, j21 = (ax - fx) / h, (ay - fy) / h
-            j12, j22 = (bx - fx) / h, (by - fy) / h
-            det = j11 * j22 - j12 * j21
-            ex, ey = fx - vx, fy - vy
-            x = x - (j22 * ex - j12 * ey) / det
-            y = y - (-j21 * ex + j11 * ey) / det
-        return x, y
+        return invert_map(self.to_master, self.rigid_to_canvas, vx, vy, iterations)
 
     def pose_to_canvas(self, mx: np.ndarray, my: np.ndarray, angle: np.ndarray,
                        step: float = 4.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Master points with directions (ISO angles, rad) -> canvas points and directions.
+        return pose_to_canvas(self.to_canvas, mx, my, angle, step)
 
-        The direction is the image of a short step along the master direction, so it follows
-        the local rotation of the distortion as well as the global one."""
-        x, y = self.to_canvas(mx, my)
-        px, py = self.to_canvas(mx + step * np.cos(angle), my - step * np.sin(angle))
-        return x, y, np.mod(np.arctan2(-(py - y), px - x), 2.0 * np.pi)
+
+def plastic_distortion(wx, wy, contact_x: float, contact_y: float, core_radius: float, transition: float,
+                       rotation: float, dx: float, dy: float) -> tuple[np.ndarray, np.ndarray]:
+    """Cappelli-Maio-Maltoni eq. (1)-(4): points within `core_radius` of the contact centre stay,
+    points beyond core_radius + transition move rigidly by T (rotation about the contact centre,
+    then (dx, dy)), and the cosine brake blends the two in between."""
+    rx, ry = wx - contact_x, wy - contact_y
+    c, s = np.cos(rotation), np.sin(rotation)
+    tx = c * rx - s * ry + contact_x + dx          # T(v)
+    ty = s * rx + c * ry + contact_y + dy
+    shapedist = np.maximum(np.hypot(rx, ry) - core_radius, 0.0)
+    brake = 0.5 * (1.0 - np.cos(np.pi * np.minimum(shapedist / transition, 1.0)))
+    return wx + (tx - wx) * brake, wy + (ty - wy) * brake
+
+
+def invert_map(to_master, start, vx, vy, iterations: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    """Canvas points whose `to_master` image is (vx, vy): Newton's method with a finite-
+    difference Jacobian, from `start(vx, vy)`. Every impression map here is smooth and close
+    to a similarity, so a few iterations reach sub-pixel accuracy."""
+    vx = np.asarray(vx, dtype=np.float64)
+    vy = np.asarray(vy, dtype=np.float64)
+    x, y = start(vx, vy)
+    h = 0.5
+    for _ in range(iterations):
+        fx, fy = to_master(x, y)
+        ax, ay = to_master(x + h, y)
+        bx, by = to_master(x, y + h)
+        j11, j21 = (ax - fx) / h, (ay - fy) / h
+        j12, j22 = (bx - fx) / h, (by - fy) / h
+        det = j11 * j22 - j12 * j21
+        ex, ey = fx - vx, fy - vy
+        x = x - (j22 * ex - j12 * ey) / det
+        y = y - (-j21 * ex + j11 * ey) / det
+    return x, y
+
+
+def pose_to_canvas(to_canvas, mx: np.ndarray, my: np.ndarray, angle: np.ndarray,
+                   step: float = 4.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Master points with directions (ISO angles, rad) -> canvas points and directions.
+
+    The direction is the image of a short step along the master direction, so it follows
+    the local rotation of the distortion as well as the global one."""
+    x, y = to_canvas(mx, my)
+    px, py = to_canvas(mx + step * np.cos(angle), my - step * np.sin(angle))
+    return x, y, np.mod(np.arctan2(-(py - y), px - x), 2.0 * np.pi)

@@ -22,8 +22,9 @@ class FingerShape:
 
 
 def draw_finger_shape(rng: np.random.Generator, master_width: int, master_height: int) -> FingerShape:
-    """A fingertip that fills most of the master canvas (~0.8 in wide at 500 dpi)."""
-    half_width = master_width * rng.uniform(0.40, 0.46)
+    """A fingertip that fills most of the master canvas: nail edge to nail edge, ~0.9-1.0 in
+    of visible surface at 500 dpi with the default 600 px master."""
+    half_width = master_width * rng.uniform(0.37, 0.43)
     top = master_height * rng.uniform(0.28, 0.34)
     bottom = master_height * rng.uniform(0.10, 0.16)
     rect_half = master_height * 0.5 - 0.5 * (top + bottom) - master_height * 0.02

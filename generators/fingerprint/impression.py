@@ -22,6 +22,7 @@ from .smooth_noise import smooth_noise
 
 ORIENTATION_BLOCK = 8   # Impression.orientation has one value per 8x8 block
 EDGE_MARGIN = 6         # px: ground-truth minutiae closer to the image border are dropped
+PLAIN_IMPRESSION_CODE = 0  # ANSI/NIST-ITL 1-2011 Table 7: live-scan plain
 
 
 @dataclass(frozen=True)
@@ -113,32 +114,40 @@ def _blobs_and_scratches(rng, h: int, w: int, n_blobs: int, n_scratches: int) ->
     return 1.0 - np.clip(loss, 0.0, 1.0)
 
 
-def make_impression(master: MasterPrint, settings: FingerprintSettings, rng: np.random.Generator) -> Impression:
-    """One impression [settings.height, settings.width] uint8 of `master`, and its ground truth."""
-    h, w = settings.height, settings.width
-    geo = _draw_geometry(settings, master, rng)
-    cond = _skin_conditions(rng, settings.difficulty)
-    ell = _contact_ellipse(rng, settings, geo, cond["pressure"])
+@dataclass(frozen=True)
+class InkLayer:
+    """Ridge ink of one finger on a canvas, before the sensor: what every impression type shares."""
 
-    # Smooth quantities are computed on the 8x8-block grid and interpolated once (one resize
-    # for all of them): the impression map, the contact-ellipse radius with an irregular rim,
-    # the finger silhouette, a slow ridge-thickness drift and the background's shading.
+    ink: np.ndarray        # [H, W] float32 in [0, 1]: 1 where a ridge prints fully
+    touch: np.ndarray      # [H, W] float32 in [0, 1]: contact (pressure) of the finger
+    shade: np.ndarray      # [H, W] float32 slow background shading (grey levels)
+    coarse_x: np.ndarray   # [H/8 + 2, W/8 + 2] canvas -> master map on the block grid (one ring more)
+    coarse_y: np.ndarray
+
+
+def ink_layer(master: MasterPrint, coarse_x: np.ndarray, coarse_y: np.ndarray, coarse_rim: np.ndarray,
+              cond: dict, rng: np.random.Generator, h: int, w: int, field_of=None) -> InkLayer:
+    """Remap the master's ridges through the impression map and turn them into ink.
+
+    coarse_x/coarse_y/coarse_rim are sampled on the 8x8 block grid with one extra ring (see
+    _coarse_map); coarse_rim is the contact strength before clipping (> 1 inside, 0.5 at the
+    contact rim). Smooth quantities are interpolated together with one resize: the map, the
+    rim, the finger silhouette, a slow ridge-thickness drift and the background's shading.
+    `field_of(maps) -> field [H, W]` replaces the plain remap of the ridges (rolled prints use
+    it for slip smear)."""
     b = ORIENTATION_BLOCK
-    coarse_x, coarse_y = _coarse_map(geo, h, w)
     ny, nx = coarse_x.shape
-    gx = ((np.arange(nx) - 1) * b + (b - 1) / 2.0)[None, :]
-    gy = ((np.arange(ny) - 1) * b + (b - 1) / 2.0)[:, None]
-    radius = np.sqrt(((gx - ell["contact_cx"]) / ell["contact_rx"]) ** 2 + ((gy - ell["contact_cy"]) / ell["contact_ry"]) ** 2)
-    radius = radius + 0.035 * smooth_noise(rng, ny, nx, cell=80.0 / b)
     finger = cv2.remap(master.mask, coarse_x, coarse_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
     drift = 0.15 * smooth_noise(rng, ny, nx, cell=60.0 / b)
     shade = 6.0 * smooth_noise(rng, ny, nx, cell=120.0 / b)
-    coarse = np.dstack([coarse_x, coarse_y, radius.astype(np.float32), finger, drift, shade])
+    coarse = np.dstack([coarse_x, coarse_y, coarse_rim.astype(np.float32), finger, drift, shade])
     dense = cv2.resize(coarse, (nx * b, ny * b), interpolation=cv2.INTER_LINEAR)[b:b + h, b:b + w]
     maps = np.ascontiguousarray(dense[..., :2])
-    field = cv2.remap(master.ridges, maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=-1.0)
-    rim = (1.0 - dense[..., 2]) * (min(ell["contact_rx"], ell["contact_ry"]) / 6.0) + 0.5
-    touch = np.clip(rim, 0.0, 1.0) * np.clip(dense[..., 3], 0.0, 1.0)
+    if field_of is None:
+        field = cv2.remap(master.ridges, maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=-1.0)
+    else:
+        field = field_of(maps)
+    touch = np.clip(dense[..., 2], 0.0, 1.0) * np.clip(dense[..., 3], 0.0, 1.0)
 
     # Ridge thickness: ridges are where the ridge field exceeds a threshold. Wet skin or high
     # pressure lowers it (thick ridges, valleys merge), dry skin raises it and makes it vary
@@ -152,20 +161,64 @@ def make_impression(master: MasterPrint, settings: FingerprintSettings, rng: np.
     ink *= np.clip(touch * 1.6 - 0.2, 0.0, 1.0)
     if cond["n_blobs"] or cond["n_scratches"]:
         ink *= _blobs_and_scratches(rng, h, w, cond["n_blobs"], cond["n_scratches"])
+    return InkLayer(ink.astype(np.float32, copy=False), touch, np.ascontiguousarray(dense[..., 5]), coarse_x, coarse_y)
 
-    grey = (cond["background"] + dense[..., 5]) - cond["contrast"] * ink
+
+def live_scan_image(ink: np.ndarray, shade: np.ndarray, cond: dict, rng: np.random.Generator) -> np.ndarray:
+    """A live-scan sensor's view [H, W] uint8 of the ink: shaded background, dark ridges, optics
+    blur and sensor noise."""
+    h, w = ink.shape
+    grey = (cond["background"] + shade) - cond["contrast"] * ink
     grey = cv2.GaussianBlur(grey, (0, 0), cond["blur_sigma"])
     grey += cond["noise_sigma"] * rng.standard_normal((h, w), dtype=np.float32)
-    image = np.clip(np.rint(grey), 0, 255).astype(np.uint8)
+    return np.clip(np.rint(grey), 0, 255).astype(np.uint8)
 
-    contact_mask = touch > 0.5
+
+def make_impression(master: MasterPrint, settings: FingerprintSettings, rng: np.random.Generator) -> Impression:
+    """One impression [settings.height, settings.width] uint8 of `master`, and its ground truth."""
+    h, w = settings.height, settings.width
+    geo = _draw_geometry(settings, master, rng)
+    cond = _skin_conditions(rng, settings.difficulty)
+    ell = _contact_ellipse(rng, settings, geo, cond["pressure"])
+    layer = plain_ink(master, geo, ell, cond, rng, h, w)
+    image = live_scan_image(layer.ink, layer.shade, cond, rng)
+    contact_mask = layer.touch > 0.5
     minutiae = _minutiae_to_canvas(master, geo, contact_mask)
-    orientation = _orientation_blocks(master, coarse_x, coarse_y, h, w)
+    orientation = _orientation_blocks(master, layer.coarse_x, layer.coarse_y, h, w)
     sing = {name: _points_to_canvas(pts, geo, h, w) for name, pts in (("cores", master.cores), ("deltas", master.deltas))}
     params = {
         "finger_class": master.finger_class,
         "finger_position": int(master.finger_position),
         "difficulty": float(settings.difficulty),
+        **_geometry_params(master, geo),
+        **ell,
+        "contact_fraction": float(contact_mask.mean()),
+        **cond,
+        "n_minutiae": int(len(minutiae)),
+        "n_cores": len(sing["cores"]),
+        "n_deltas": len(sing["deltas"]),
+        "rendering": "live_scan",
+        "ansi_nist_impression_code": PLAIN_IMPRESSION_CODE,
+    }
+    return Impression(image, params, minutiae, orientation, sing, contact_mask)
+
+
+def plain_ink(master: MasterPrint, geo: ImpressionGeometry, ell: dict, cond: dict, rng: np.random.Generator,
+              h: int, w: int) -> InkLayer:
+    """The ink of a plain (flat) touch: an elliptical contact area with an irregular rim."""
+    b = ORIENTATION_BLOCK
+    coarse_x, coarse_y = _coarse_map(geo, h, w)
+    ny, nx = coarse_x.shape
+    gx = ((np.arange(nx) - 1) * b + (b - 1) / 2.0)[None, :]
+    gy = ((np.arange(ny) - 1) * b + (b - 1) / 2.0)[:, None]
+    radius = np.sqrt(((gx - ell["contact_cx"]) / ell["contact_rx"]) ** 2 + ((gy - ell["contact_cy"]) / ell["contact_ry"]) ** 2)
+    radius = radius + 0.035 * smooth_noise(rng, ny, nx, cell=80.0 / b)
+    rim = (1.0 - radius) * (min(ell["contact_rx"], ell["contact_ry"]) / 6.0) + 0.5
+    return ink_layer(master, coarse_x, coarse_y, rim, cond, rng, h, w)
+
+
+def _geometry_params(master: MasterPrint, geo: ImpressionGeometry) -> dict:
+    return {
         "rotation_deg": float(np.rad2deg(geo.rotation)),
         "dx": float(geo.finger_x - master.centre[0]),
         "dy": float(geo.finger_y - master.centre[1]),
@@ -174,17 +227,10 @@ def make_impression(master: MasterPrint, settings: FingerprintSettings, rng: np.
         "distortion_dy": geo.distortion_dy,
         "distortion_core_radius": float(geo.core_radius),
         "distortion_transition": float(geo.transition),
-        **ell,
-        "contact_fraction": float(contact_mask.mean()),
-        **cond,
-        "n_minutiae": int(len(minutiae)),
-        "n_cores": len(sing["cores"]),
-        "n_deltas": len(sing["deltas"]),
     }
-    return Impression(image, params, minutiae, orientation, sing, contact_mask)
 
 
-def _minutiae_to_canvas(master: MasterPrint, geo: ImpressionGeometry, contact: np.ndarray) -> np.ndarray:
+def _minutiae_to_canvas(master: MasterPrint, geo, contact: np.ndarray) -> np.ndarray:
     m = master.minutiae
     if len(m) == 0:
         return np.zeros((0, 4), dtype=np.float32)
@@ -198,14 +244,14 @@ def _minutiae_to_canvas(master: MasterPrint, geo: ImpressionGeometry, contact: n
     return out
 
 
-def _points_to_canvas(points: np.ndarray, geo: ImpressionGeometry, h: int, w: int) -> list[tuple[float, float]]:
+def _points_to_canvas(points: np.ndarray, geo, h: int, w: int) -> list[tuple[float, float]]:
     if len(points) == 0:
         return []
     x, y = geo.to_canvas(points[:, 0], points[:, 1])
     return [(float(a), float(b)) for a, b in zip(x, y) if 0 <= a < w and 0 <= b < h]
 
 
-def _coarse_map(geo: ImpressionGeometry, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+def _coarse_map(geo, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     """to_master sampled at the 8x8 block centres (8 j + 3.5), with one extra ring of blocks.
 
     The map is smooth on the scale of a block (the elastic transition is ~100 px wide), so

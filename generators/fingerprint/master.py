@@ -7,7 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .finger_shape import draw_finger_shape, silhouette
+from .finger_shape import FingerShape, draw_finger_shape, silhouette
 from .minutiae import extract_minutiae, valid_region
 from .orientation_field import orientation_at, orientation_grid
 from .ridge_frequency import ridge_period_grid
@@ -33,6 +33,7 @@ class MasterPrint:
     minutiae: np.ndarray      # [N, 4] float32 x, y, angle (rad, ISO), type (0 ending, 1 bifurcation)
     layout: SingularLayout    # class, cores, deltas, Vizcaya-Gerhardt corrections
     growth_iterations: int
+    shape: FingerShape        # the silhouette's parameters (rolled prints unwrap it nail to nail)
 
     @property
     def cores(self) -> np.ndarray:
@@ -54,6 +55,7 @@ class _Plan:
     finger_class: str
     finger_position: int
     layout: SingularLayout
+    shape: FingerShape
     mask: np.ndarray
     theta: np.ndarray
     period: np.ndarray
@@ -76,7 +78,7 @@ def _plan(settings: FingerprintSettings, finger_position: int, rng: np.random.Ge
     period = ridge_period_grid(rng, layout, h2, w2, GROWTH_STEP, settings.ridge_period)
     theta = orientation_grid(layout, h2, w2, GROWTH_STEP)
     init = rng.standard_normal((h2, w2)).astype(np.float32)
-    return _Plan(cls, int(finger_position), layout, silhouette(shape, hm, wm), theta, period, init)
+    return _Plan(cls, int(finger_position), layout, shape, silhouette(shape, hm, wm), theta, period, init)
 
 
 def _finish(plan: _Plan, grown: torch.Tensor, iterations: int) -> MasterPrint:
@@ -88,7 +90,7 @@ def _finish(plan: _Plan, grown: torch.Tensor, iterations: int) -> MasterPrint:
 
     minutiae = extract_minutiae(ridges, valid_region(plan.mask, BORDER_MARGIN), orientation)
     return MasterPrint(plan.finger_class, plan.finger_position, ridges, plan.mask, plan.theta,
-                       plan.period, minutiae, layout, int(iterations))
+                       plan.period, minutiae, layout, int(iterations), plan.shape)
 
 
 def _grow(settings: FingerprintSettings, plans: list[_Plan], device) -> tuple[torch.Tensor, torch.Tensor]:

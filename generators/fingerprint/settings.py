@@ -41,8 +41,9 @@ class FingerprintSettings:
     class_priors: tuple[float, float, float, float, float] = NATURAL_CLASS_PRIORS
     adjust_priors_by_position: bool = False  # finger-position-dependent priors (see singularities.py)
     difficulty: float = 0.3               # quality knob in [0, 1]: 0 clean, 1 very poor
-    # master print (the whole fingertip: ~1 in x 1.2 in at 500 dpi)
-    master_width: int = 480
+    # master print: the whole fingertip seen from the front, nail edge to nail edge (~1.2 in x
+    # 1.2 in at 500 dpi), so that rolled impressions have surface to unwrap
+    master_width: int = 600
     master_height: int = 600
     ridge_period: tuple[float, float] = (9.0, 11.0)  # range of the mean ridge period (px)
     growth_orientations: int = 8          # orientations of the Gabor bank
@@ -56,6 +57,15 @@ class FingerprintSettings:
     partial_probability: float = 0.1      # chance that the finger lands off-centre (partial print)
     distortion_max_rotation: float = 4.0  # plastic distortion: rigid outer-region rotation bound (deg)
     distortion_max_translation: float = 10.0  # ... and translation bound (px)
+    # rolled impressions (ANSI/NIST-ITL rolled box 1.6 x 1.5 in)
+    rolled_width: int = 800
+    rolled_height: int = 750
+    roll_angle: tuple[float, float] = (45.0, 60.0)  # range of the roll angle reached at the silhouette's edge (deg)
+    roll_slip_probability: float = 0.1    # chance of a slip / double roll at one side
+    rolled_ink_probability: float = 0.3   # ink on a card (else live-scan)
+    # four-finger slaps (4-4-2 capture; FBI EBTS plain-capture width 3.2 in)
+    slap_width: int = 1600
+    slap_height: int = 1000
 
     def __post_init__(self) -> None:
         if not 0.0 <= float(self.difficulty) <= 1.0:
@@ -77,6 +87,17 @@ class FingerprintSettings:
             raise ValueError(f"dpi must be positive, got {self.dpi}")
         if self.growth_orientations < 4 or self.growth_periods < 1:
             raise ValueError("the Gabor bank needs >= 4 orientations and >= 1 period")
+        if self.rolled_width < 96 or self.rolled_height < 96:
+            raise ValueError(f"rolled canvas must be at least 96x96 px, got {self.rolled_width}x{self.rolled_height}")
+        lo, hi = self.roll_angle
+        if not 5.0 <= lo <= hi <= 85.0:
+            raise ValueError(f"roll_angle must satisfy 5 <= low <= high <= 85 degrees, got {self.roll_angle}")
+        for name in ("roll_slip_probability", "rolled_ink_probability"):
+            if not 0.0 <= float(getattr(self, name)) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.slap_width < 2 * self.width or self.slap_height < self.height:
+            raise ValueError(f"slap canvas {self.slap_width}x{self.slap_height} must be at least two plain "
+                             f"canvases wide and one tall ({2 * self.width}x{self.height})")
         if not 1 <= self.growth_min_iterations <= self.growth_max_iterations:
             raise ValueError("need 1 <= growth_min_iterations <= growth_max_iterations")
 

@@ -365,7 +365,7 @@ def _write(context: StageContext, c: Config, t: _Tools, subject: int, k: int, se
                   checkpoint_sha256=t.sha, aligned_path=aligned_path)
     h, w = m.image.shape[:2]
     return {"sample_id": sid, "subject_id": subject, "modality": MODALITY, "finger_position": None,
-            "impression": k, "path": image_path, "width": w, "height": h, "dpi": None,
+            "impression_type": None, "impression": k, "path": image_path, "width": w, "height": h, "dpi": None,
             "sha256": sha, "seed": seed, "generator": GENERATOR,
             "generator_version": current_generator_version(), "params": params, "truth_path": truth_path}
 

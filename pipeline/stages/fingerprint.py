@@ -1,11 +1,17 @@
-"""Fingerprint stage: K impressions of every finger of every subject in a shard.
+"""Fingerprint stage: per finger K plain and R rolled impressions, per subject the 4-4-2 slaps.
 
 Fingers are numbered 0..fingers-1 and fill subjects in order: finger f belongs to subject
 f // P at position positions[f % P] (P = len(positions)); the last subject may hold fewer.
 Seeding (CONVENTIONS §2, unit = ISO finger position):
   master print of (subject s, position p)  ← subject_seed_sequence(seed, 1, s, unit=p)
-  impression k of that finger             ← sample_seed_sequence(seed, 1, s, k, unit=p)
-so a sample depends on nothing but its own indices, whatever the shard layout.
+  plain impression k of that finger       ← sample_seed_sequence(seed, 1, s, k, unit=p)
+  rolled impression r of that finger      ← sample_seed_sequence(seed, 1, s, r, unit=p, slot=ROLLED_SLOT)
+  slap q (13, 14, 15) of subject s        ← sample_seed_sequence(seed, 1, s, 0, unit=q)
+so a sample depends on nothing but its own indices, whatever the shard layout, and adding
+rolled prints or slaps changes no byte of the plain ones.
+
+Rows of a subject, in order: each finger's plain impressions then its rolled ones, then the
+slaps that hold at least one of the subject's fingers (`impression_type` plain/rolled/slap).
 """
 from __future__ import annotations
 
@@ -24,7 +30,7 @@ import pyarrow as pa
 from generators.fingerprint.settings import FingerprintSettings
 from pipeline.errors import ConfigError
 from pipeline.manifest import write_bytes_atomic
-from pipeline.seeding import STAGE_IDS, derived_seed, sample_seed_sequence, subject_seed_sequence
+from pipeline.seeding import ROLLED_SLOT, STAGE_IDS, derived_seed, sample_seed_sequence, subject_seed_sequence
 from pipeline.stages.base import StageContext, generator_version, image_png_bytes, relative_sample_dir
 
 NAME = "fingerprint"
@@ -33,18 +39,27 @@ MODALITY = "fingerprint"
 PAIR_KIND = "plain-plain"
 GENERATOR = "biomint.generators.fingerprint"
 
-# The manifest `params` struct: Impression.params of the generator (same keys for every
-# impression; the worker refuses rows whose keys differ from this list), less finger_position,
-# which is a manifest column (a duplicate name would break e.g. polars' unnest("params")).
+# The manifest `params` struct: the union of the generators' params over impression types
+# (plain Impression.params, rolled Impression.params, Slap.params), less finger_position, which
+# is a manifest column (a duplicate name would break e.g. polars' unnest("params")). A key that
+# one type does not have is null on its rows; a key the struct does not know is refused.
 _FLOAT_PARAMS = ("difficulty", "rotation_deg", "dx", "dy", "distortion_rotation_deg", "distortion_dx",
                  "distortion_dy", "distortion_core_radius", "distortion_transition", "contact_cx",
                  "contact_cy", "contact_rx", "contact_ry", "contact_fraction", "moisture", "pressure",
-                 "contrast", "background", "blur_sigma", "noise_sigma", "break_amount")
+                 "contrast", "background", "blur_sigma", "noise_sigma", "break_amount",
+                 # rolled only
+                 "roll_angle_deg", "roll_radius", "roll_edge_stretch", "slip_shift_px", "slip_band_start",
+                 "slip_band_width")
+_INT_PARAMS = ("n_blobs", "n_scratches", "n_minutiae", "n_cores", "n_deltas", "ansi_nist_impression_code")
+SEGMENT_TYPE = pa.struct([("position", pa.int8()), ("x0", pa.int32()), ("y0", pa.int32()),
+                          ("x1", pa.int32()), ("y1", pa.int32())])
 PARAMS_TYPE = pa.struct(
-    [("finger_class", pa.string())]
+    [("finger_class", pa.string()), ("rendering", pa.string())]
     + [(name, pa.float64()) for name in _FLOAT_PARAMS]
-    + [(name, pa.int64()) for name in ("n_blobs", "n_scratches", "n_minutiae", "n_cores", "n_deltas")]
+    + [(name, pa.int64()) for name in _INT_PARAMS]
+    + [("segments", pa.list_(SEGMENT_TYPE))]      # slaps only: ANSI/NIST-ITL 14.021 boxes
 )
+_PARAM_NAMES = tuple(f.name for f in PARAMS_TYPE)
 
 def _config_fields() -> list[tuple]:
     """Pipeline fields, then every FingerprintSettings field with the generator's default
@@ -52,7 +67,9 @@ def _config_fields() -> list[tuple]:
     hints = typing.get_type_hints(FingerprintSettings)
     fields = [
         ("fingers", int, 300),                 # distinct fingers in the dataset
-        ("impressions", int, 8),               # impressions per finger
+        ("impressions", int, 8),               # plain impressions per finger
+        ("rolled", int, 1),                    # rolled impressions per finger (0: none)
+        ("slaps", bool, False),                # per subject the 4-4-2 slaps (FGP 13, 14, 15)
         ("positions", List[int], field(default_factory=lambda: list(range(1, 11)))),  # ISO codes 1-10
         ("device", str, "auto"),               # auto: CUDA when the worker has it, else cpu
         ("write_truth", bool, True),           # .ist, .xyt, orientation .npy, singularities .json
@@ -71,6 +88,7 @@ def _config_fields() -> list[tuple]:
 Config = dataclasses.make_dataclass("Config", _config_fields())
 Config.__module__ = __name__  # so that Dask can pickle instances by reference
 Config.__doc__ = "Hydra group `fingerprint`: counts, positions, device, and every generator knob."
+SLAP_FINGERS = {13: (2, 3, 4, 5), 14: (10, 9, 8, 7), 15: (6, 1)}   # generators.fingerprint.slap, without torch
 SETTINGS_FIELDS = tuple(f.name for f in dataclasses.fields(FingerprintSettings))
 
 
@@ -90,6 +108,8 @@ def check(config) -> None:
         raise ConfigError(f"fingerprint.impressions={config.impressions} is not allowed: it must be an integer >= 1")
     if config.impressions > 9999:
         raise ConfigError(f"fingerprint.impressions={config.impressions} is not allowed: at most 9999")
+    if not 0 <= config.rolled <= 9999:
+        raise ConfigError(f"fingerprint.rolled={config.rolled} is not allowed: an integer in [0, 9999]")
     positions = list(config.positions)
     if not positions or any(not 1 <= int(p) <= 10 for p in positions) or len(set(positions)) != len(positions):
         raise ConfigError(f"fingerprint.positions={positions} is not allowed: distinct ISO finger codes 1-10")
@@ -114,14 +134,60 @@ def fingers_of(config, subject: int) -> list[int]:
     return [int(p) for i, p in enumerate(config.positions) if subject * per + i < config.fingers]
 
 
+def pair_kinds(config) -> list[tuple[str, str, str]]:
+    """(kind, type of a, type of b) of the comparison lists this config calls for."""
+    kinds = [("plain-plain", "plain", "plain")] if config.impressions else []
+    if config.rolled and config.impressions:
+        kinds.append(("rolled-plain", "rolled", "plain"))
+    if config.rolled >= 2:
+        kinds.append(("rolled-rolled", "rolled", "rolled"))
+    if config.slaps and config.impressions:
+        kinds.append(("slap-plain", "slap", "plain"))
+    return kinds
+
+
+def slaps_of(config, subject: int) -> list[int]:
+    """Slap codes (13, 14, 15) the subject gets: those holding at least one of its fingers."""
+    if not config.slaps:
+        return []
+    held = set(fingers_of(config, subject))
+    return [code for code, fingers in SLAP_FINGERS.items() if held & set(fingers)]
+
+
 def expected_rows(config, start: int, stop: int) -> int:
     per = len(config.positions)
     fingers = max(0, min(stop * per, config.fingers) - start * per)
-    return fingers * config.impressions
+    rows = fingers * (config.impressions + config.rolled)
+    if config.slaps:
+        rows += sum(len(slaps_of(config, s)) for s in range(start, min(stop, subject_count(config))))
+    return rows
 
 
-def sample_id(subject: int, position: int, impression: int) -> str:
-    return f"fp-{subject:08d}-{position:02d}-{impression:02d}"
+def sample_id(subject: int, position: int, impression: int, impression_type: str = "plain") -> str:
+    """fp-<subject>-<position>-<k> (plain), ...-r<k> (rolled), ...-s<k> (slap, position 13-15)."""
+    prefix = {"plain": "", "rolled": "r", "slap": "s"}[impression_type]
+    return f"fp-{subject:08d}-{position:02d}-{prefix}{impression:02d}"
+
+
+def _master_rng(context: StageContext, subject: int, position: int) -> np.random.Generator:
+    return np.random.default_rng(subject_seed_sequence(context.seed, STAGE_ID, subject, unit=position))
+
+
+def _sample_sequence(context: StageContext, subject: int, position: int, k: int, impression_type: str):
+    if impression_type == "plain":
+        return sample_seed_sequence(context.seed, STAGE_ID, subject, k, unit=position)
+    if impression_type == "rolled":
+        return sample_seed_sequence(context.seed, STAGE_ID, subject, k, unit=position, slot=ROLLED_SLOT)
+    return sample_seed_sequence(context.seed, STAGE_ID, subject, k, unit=position)   # slap: unit 13-15
+
+
+def _make(fp, settings: FingerprintSettings, masters: dict, position: int, k: int, impression_type: str, ss):
+    rng = np.random.default_rng(ss)
+    if impression_type == "plain":
+        return fp.make_impression(masters[position], settings, rng)
+    if impression_type == "rolled":
+        return fp.make_rolled_impression(masters[position], settings, rng)
+    return fp.make_slap(masters, position, settings, rng)
 
 
 def run_shard(shard, config, context: StageContext) -> list[dict]:
@@ -131,15 +197,16 @@ def run_shard(shard, config, context: StageContext) -> list[dict]:
     rows: list[dict] = []
     for subject in range(shard.start, shard.stop):
         positions = fingers_of(config, subject)
-        rngs = [np.random.default_rng(subject_seed_sequence(context.seed, STAGE_ID, subject, unit=p))
-                for p in positions]
-        masters = fp.make_masters(settings, positions, rngs, device=context.device)
-        for position, master in zip(positions, masters):
-            for k in range(config.impressions):
-                ss = sample_seed_sequence(context.seed, STAGE_ID, subject, k, unit=position)
-                impression = fp.make_impression(master, settings, np.random.default_rng(ss))
-                rows.append(_write_sample(fp, config, settings, context, subject, position, k,
-                                          derived_seed(ss), impression))
+        rngs = [_master_rng(context, subject, p) for p in positions]
+        masters = dict(zip(positions, fp.make_masters(settings, positions, rngs, device=context.device)))
+        jobs = [(p, k, kind) for p in positions
+                for kind, count in (("plain", config.impressions), ("rolled", config.rolled)) for k in range(count)]
+        jobs += [(code, 0, "slap") for code in slaps_of(config, subject)]
+        for position, k, kind in jobs:
+            ss = _sample_sequence(context, subject, position, k, kind)
+            made = _make(fp, settings, masters, position, k, kind, ss)
+            rows.append(_write_sample(fp, config, settings, context, subject, position, k, kind,
+                                      derived_seed(ss), made))
     return rows
 
 
@@ -159,29 +226,63 @@ def regenerate(row: dict, config, context: StageContext) -> bytes:
 
     settings = settings_from(config)
     subject, position, k = int(row["subject_id"]), int(row["finger_position"]), int(row["impression"])
-    rng = np.random.default_rng(subject_seed_sequence(context.seed, STAGE_ID, subject, unit=position))
-    master = fp.make_master(settings, position, rng, device=context.device)
-    ss = sample_seed_sequence(context.seed, STAGE_ID, subject, k, unit=position)
-    return image_png_bytes(fp.make_impression(master, settings, np.random.default_rng(ss)).image)
+    kind = row.get("impression_type") or "plain"
+    fingers = [f for f in SLAP_FINGERS[position] if f in fingers_of(config, subject)] if kind == "slap" else [position]
+    masters = {f: fp.make_master(settings, f, _master_rng(context, subject, f), device=context.device) for f in fingers}
+    ss = _sample_sequence(context, subject, position, k, kind)
+    return image_png_bytes(_make(fp, settings, masters, position, k, kind, ss).image)
 
 
-def _write_sample(fp, config, settings: FingerprintSettings, context: StageContext,
-                  subject: int, position: int, k: int, seed: int, impression) -> dict:
-    sid = sample_id(subject, position, k)
+def _row_params(made, kind: str) -> dict:
+    """The manifest params of one sample: every PARAMS_TYPE key, null where it does not apply."""
+    params = {key: value for key, value in made.params.items() if key != "finger_position"}
+    unknown = set(params) - set(_PARAM_NAMES)
+    if unknown:
+        raise RuntimeError(f"{kind} generator params {sorted(unknown)} are not in the manifest's params struct")
+    if kind == "slap":
+        params["segments"] = [{"position": seg.position, "x0": seg.box[0], "y0": seg.box[1], "x1": seg.box[2],
+                               "y1": seg.box[3]} for seg in made.segments]
+    return {key: params.get(key) for key in _PARAM_NAMES}
+
+
+def _write_sample(fp, config, settings: FingerprintSettings, context: StageContext, subject: int, position: int,
+                  k: int, kind: str, seed: int, made) -> dict:
+    sid = sample_id(subject, position, k, kind)
     image_path = f"{relative_sample_dir('images', MODALITY, subject)}/{sid}.png"
-    sha = context.write(image_path, image_png_bytes(impression.image))
+    sha = context.write(image_path, image_png_bytes(made.image))
     truth_path = None
     if config.write_truth:
         truth_path = f"{relative_sample_dir('truth', MODALITY, subject)}/{sid}.ist"
-        _write_truth(fp, settings, context, truth_path, impression)
-    height, width = impression.image.shape[:2]
+        if kind == "slap":
+            _write_slap_truth(fp, settings, context, truth_path, made)
+        else:
+            _write_truth(fp, settings, context, truth_path, made)
+    height, width = made.image.shape[:2]
     return {
         "sample_id": sid, "subject_id": subject, "modality": MODALITY, "finger_position": position,
-        "impression": k, "path": image_path, "width": width, "height": height, "dpi": settings.dpi,
-        "sha256": sha, "seed": seed, "generator": GENERATOR, "generator_version": current_generator_version(),
-        "params": {key: value for key, value in impression.params.items() if key != "finger_position"},
+        "impression_type": kind, "impression": k, "path": image_path, "width": width, "height": height,
+        "dpi": settings.dpi, "sha256": sha, "seed": seed, "generator": GENERATOR,
+        "generator_version": current_generator_version(), "params": _row_params(made, kind),
         "truth_path": truth_path,
     }
+
+
+def _write_slap_truth(fp, settings: FingerprintSettings, context: StageContext, iso_path: str, slap) -> None:
+    """<id>.ist (ISO 19794-2, one finger view per finger), <id>.xyt (every minutia of the slap)
+    and <id>.segments.json (per finger: position, box, minutiae, cores, deltas), slap pixels."""
+    stem = iso_path[: -len(".ist")]
+    h, w = slap.image.shape[:2]
+    views = [(seg.minutiae, seg.position) for seg in slap.segments]
+    write_bytes_atomic(context.root / f"{stem}.ist",
+                       fp.iso19794_2_views_bytes(views, w, h, settings.dpi,
+                                                 impression_type=int(slap.params["ansi_nist_impression_code"])))
+    write_bytes_atomic(context.root / f"{stem}.xyt", fp.xyt_bytes(slap.minutiae))
+    segments = [{"position": seg.position, "box": list(seg.box),
+                 "minutiae": [[round(float(v), 4) for v in m] for m in seg.minutiae],
+                 "cores": [[float(x), float(y)] for x, y in seg.cores],
+                 "deltas": [[float(x), float(y)] for x, y in seg.deltas],
+                 "ink_in_box": round(float(seg.ink_in_box), 6)} for seg in slap.segments]
+    write_bytes_atomic(context.root / f"{stem}.segments.json", json.dumps(segments, sort_keys=True).encode())
 
 
 def _write_truth(fp, settings: FingerprintSettings, context: StageContext, iso_path: str, impression) -> None:
@@ -190,7 +291,9 @@ def _write_truth(fp, settings: FingerprintSettings, context: StageContext, iso_p
     stem = iso_path[: -len(".ist")]
     h, w = impression.image.shape[:2]
     write_bytes_atomic(context.root / f"{stem}.ist",
-                       fp.iso19794_2_bytes(impression.minutiae, w, h, settings.dpi))
+                       fp.iso19794_2_bytes(impression.minutiae, w, h, settings.dpi,
+                                           finger_position=int(impression.params["finger_position"]),
+                                           impression_type=int(impression.params["ansi_nist_impression_code"])))
     write_bytes_atomic(context.root / f"{stem}.xyt", fp.xyt_bytes(impression.minutiae))
     buffer = io.BytesIO()
     np.save(buffer, np.asarray(impression.orientation, dtype=np.float32))

@@ -1,4 +1,5 @@
-"""Benchmark: NFIQ 2-style quality images/s per core, Bozorth3 pairs/s, SFace faces/s.
+"""Benchmark: NFIQ 2-style quality images/s per core, Bozorth3 pairs/s, slap segment checks
+and segment-crop minutiae per slap, SFace faces/s.
 
 Run with `make bench` (pytest -m bench tests/bench). Writes tests/bench/results/evaluation.json.
 Everything runs in one process (one core), so the figures are per core; the evaluation maps
@@ -47,6 +48,30 @@ def _prints(n_fingers: int, per_finger: int) -> tuple[list[np.ndarray], list[int
         return images, labels, "band-pass ridge test prints"
 
 
+def _slap_timings(fingers: list[np.ndarray]) -> dict:
+    """A slap made of up to four prints side by side: block-variance segment checks, and
+    MINDTCT on its segment crops (what a slap costs beyond its plain prints)."""
+    from evaluation.fingerprint_matching import extract_minutiae
+    from evaluation.slap_segments import check_segments, crop
+
+    h = max(f.shape[0] for f in fingers) + 40
+    slap = np.full((h, sum(f.shape[1] + 20 for f in fingers) + 20), 255, np.uint8)
+    boxes, x = [], 20
+    for k, f in enumerate(fingers):
+        slap[20:20 + f.shape[0], x:x + f.shape[1]] = f
+        boxes.append((2 + k, x, 20, x + f.shape[1], 20 + f.shape[0]))
+        x += f.shape[1] + 20
+    t0 = time.perf_counter()
+    for _ in range(5):
+        check_segments("bench", slap, boxes)
+    t_check = (time.perf_counter() - t0) / 5
+    t0 = time.perf_counter()
+    for box in boxes:
+        extract_minutiae(np.ascontiguousarray(crop(slap, box)))
+    return {"slap_shape": list(slap.shape), "slap_segment_check_ms": 1000 * t_check,
+            "slap_crop_minutiae_ms_per_slap": 1000 * (time.perf_counter() - t0)}
+
+
 @pytest.mark.bench
 def test_bench_evaluation():
     from afis import compute_nfiq2
@@ -66,6 +91,7 @@ def test_bench_evaluation():
                       images[a].shape[1], images[b].shape[1]) for a, b in pairs]
     t_match = time.perf_counter() - t0
     mated = np.array([labels[a] == labels[b] for a, b in pairs])
+    slap_ms = _slap_timings(images[::3][:4])
 
     face = {}
     try:
@@ -94,6 +120,7 @@ def test_bench_evaluation():
         "nfiq2_style_median": float(np.median(scores)),
         "mated_bozorth3_min": float(np.min(np.array(match)[mated])),
         "nonmated_bozorth3_max": float(np.max(np.array(match)[~mated])),
+        **slap_ms,
         **face,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "processor": platform.processor() or platform.machine()},
