@@ -18,7 +18,7 @@ FINGERS = 12  # one finger (position 2) per subject, one subject per shard: 12 s
 def test_sigkill_half_way_then_rerun_finishes_exactly(tmp_path):
     root = tmp_path / "ds"
     args = [*TINY, f"output_dir={root}", f"fingerprint.fingers={FINGERS}", "fingerprint.positions=[2]",
-            "dataset.shard_size=1", "cluster.workers=1"]
+            "fingerprint.slaps=true", "dataset.shard_size=1", "cluster.workers=1"]
     stats_dir = root / "manifest" / "fingerprint" / "_stats"
     process = subprocess.Popen([*BIOMINT, *args], cwd=tmp_path, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -40,7 +40,7 @@ def test_sigkill_half_way_then_rerun_finishes_exactly(tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"resuming — {done_at_kill} of {FINGERS} shards already minted" in result.stdout + result.stderr
     table = ds.dataset(root / "manifest" / "fingerprint", format="parquet").to_table()
-    assert table.num_rows == FINGERS * 3   # 2 plain + 1 rolled per finger
+    assert table.num_rows == FINGERS * (3 + 1)   # 2 plain + 1 rolled per finger, 1 slap (13) per subject
     assert len(set(table["sample_id"].to_pylist())) == table.num_rows
     report = validate_dataset(root)
     assert report.ok, report.summary()

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from generators.fingerprint import (DIFFICULTY_PRESETS, FINGER_CLASSES, FingerprintSettings, make_impression,
-                                    make_master, make_masters, with_difficulty)
+                                    make_master, make_masters, make_rolled_impression, make_slap, with_difficulty)
 
 pytestmark = pytest.mark.bench
 
@@ -42,6 +42,17 @@ def _cpu_throughput(settings: FingerprintSettings, n_fingers: int) -> dict:
             t = time.perf_counter()
             make_impression(master, settings, _rng(2, f, k))
             t_imp.append(time.perf_counter() - t)
+    t_rolled, t_slap = [], []
+    masters = {1 + f % 10: make_master(settings, 1 + f % 10, _rng(1, f)) for f in range(4)}
+    for f, master in enumerate(masters.values()):
+        for r in range(3):
+            t = time.perf_counter()
+            make_rolled_impression(master, settings, _rng(9, f, r))
+            t_rolled.append(time.perf_counter() - t)
+    for q in range(3):
+        t = time.perf_counter()
+        make_slap(masters, 13, settings, _rng(10, q))
+        t_slap.append(time.perf_counter() - t)
     mean_m, mean_i = float(np.mean(t_master)), float(np.mean(t_imp))
     min_m, min_i = float(np.min(t_master)), float(np.min(t_imp))
     return {
@@ -52,6 +63,8 @@ def _cpu_throughput(settings: FingerprintSettings, n_fingers: int) -> dict:
         "impressions_per_s_all_in": K / (mean_m + K * mean_i),
         "ms_per_master_fastest": 1000 * min_m, "ms_per_impression_fastest": 1000 * min_i,
         "impressions_per_s_all_in_fastest": K / (min_m + K * min_i),
+        "ms_per_rolled": 1000 * float(np.mean(t_rolled)), "rolled_per_s": 1.0 / float(np.mean(t_rolled)),
+        "ms_per_four_finger_slap": 1000 * float(np.mean(t_slap)),
     }
 
 

@@ -152,6 +152,7 @@ def test_rolled_and_slap_acceptance(tmp_path):
             inside[y0 // BLOCK:-(-y1 // BLOCK), x0 // BLOCK:-(-x1 // BLOCK)] = True
         seg_fg.append(float((fg & inside).sum() / max(fg.sum(), 1)))
 
+    export = export_check(root, rows)
     speed = rolled_speed()
     sheet = contact_sheet(root, table)
     result = {
@@ -165,7 +166,7 @@ def test_rolled_and_slap_acceptance(tmp_path):
         "slap_segments": {"n": len(seg_ink), "min_ink_in_box": float(min(seg_ink)),
                           "median_foreground_in_boxes": float(np.median(seg_fg)),
                           "min_foreground_in_boxes": float(min(seg_fg))},
-        "rolled_speed": speed, "contact_sheet": str(sheet), "dataset": meta["stages"]["fingerprint"],
+        "ansi_nist_export": export, "rolled_speed": speed, "contact_sheet": str(sheet), "dataset": meta["stages"]["fingerprint"],
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "rolled_slap_acceptance.json").write_text(json.dumps(result, indent=2))
@@ -176,6 +177,52 @@ def test_rolled_and_slap_acceptance(tmp_path):
     assert 1.5 <= result["rolled_over_plain_area"]["median"] <= 2.5
     assert result["rolled_width_over_height"]["median"] >= 1.1
     assert result["slap_segments"]["min_ink_in_box"] >= 0.95
+    assert export["parsed"] == export["transactions"] and export["images_with_manifest_sha256"] == export["images"]
+    assert export["type9_counts_equal_truth"] == export["type9"]
+
+
+def export_check(root: Path, rows: dict) -> dict:
+    """Export every subject's ANSI/NIST-ITL transaction, then read each back with nistitl (not
+    our code): Type-14 image bytes against the manifest's sha256, Type-9 minutiae counts
+    against the ground truth (.xyt for whole prints, .segments.json for slap segments)."""
+    import hashlib
+
+    import nistitl
+
+    from pipeline.export import export_ansi_nist
+
+    t0 = time.perf_counter()
+    done = export_ansi_nist(root, progress=False)
+    seconds = time.perf_counter() - t0
+    out = {"transactions": done["transactions"], "records": done["records"], "seconds": round(seconds, 2),
+           "parsed": 0, "images": 0, "images_with_manifest_sha256": 0, "type9": 0, "type9_counts_equal_truth": 0}
+    for path in sorted(Path(done["directory"]).glob("*.an2")):
+        message = nistitl.Message()
+        message.parse(path.read_bytes())
+        out["parsed"] += 1
+        records = list(message)
+        image_of = {}
+        for record in records:
+            if record.type == 14:
+                row = rows[record[20].value]
+                image_of[int(record.IDC)] = row
+                out["images"] += 1
+                out["images_with_manifest_sha256"] += hashlib.sha256(record[999].value).hexdigest() == row["sha256"]
+        for record in records:
+            if record.type != 9:
+                continue
+            row = image_of[int(record.IDC)]
+            stem = root / row["truth_path"][: -len(".ist")]
+            if row["impression_type"] == "slap":
+                segments = json.loads(stem.with_name(stem.name + ".segments.json").read_text())
+                truth = {e["position"]: len(e["minutiae"]) for e in segments}[int(record[302].value)]
+            else:
+                truth = len(stem.with_name(stem.name + ".xyt").read_text().split())  // 4
+            value = record[331].value if record[331] is not None else []
+            count = 1 if isinstance(value, str) or (value and not isinstance(value[0], list)) else len(value)
+            out["type9"] += 1
+            out["type9_counts_equal_truth"] += count == truth
+    return out
 
 
 def rolled_speed(n: int = 12) -> dict:
