@@ -39,16 +39,20 @@ def pairs_rng(dataset_seed: int, stage_id: int, slot: int) -> np.random.Generato
                                                         spawn_key=(STAGE_IDS["pairs"], int(stage_id), slot)))
 
 
-def identities(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
-    """Sample ids sorted by (subject, position, impression) and each one's identity number."""
+def row_units(table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sample ids sorted by (subject, position, impression), each one's identity key
+    (subject * 16 + position, comparable across impression types) and its position."""
     subject = table["subject_id"].to_numpy()
     position = table["finger_position"].fill_null(0).to_numpy().astype(np.int64)
     order = np.lexsort((table["impression"].to_numpy(), position, subject))
-    subject, position = subject[order], position[order]
     sample_ids = np.asarray(table["sample_id"].to_pylist(), dtype=object)[order]
-    key = subject * 16 + position
-    identity = np.concatenate([[0], np.cumsum(key[1:] != key[:-1])]) if len(key) else np.zeros(0, np.int64)
-    return sample_ids, identity
+    return sample_ids, subject[order] * 16 + position[order], position[order]
+
+
+def dense_identity(key: np.ndarray) -> np.ndarray:
+    """Sorted identity keys -> identity numbers 0, 0, 1, 1, 1, 2, ... (what mated_pairs and
+    non_mated_pairs take)."""
+    return np.concatenate([[0], np.cumsum(key[1:] != key[:-1])]) if len(key) else np.zeros(0, np.int64)
 
 
 def mated_pairs(identity: np.ndarray, cap: int, rng: np.random.Generator) -> np.ndarray:
@@ -162,11 +166,7 @@ def _units(table: pa.Table, impression_type: str | None) -> tuple[np.ndarray, np
     if impression_type is not None:
         table = table.filter(pc.equal(table["impression_type"], impression_type))
     if impression_type != "slap":
-        subject = table["subject_id"].to_numpy()
-        pos = table["finger_position"].fill_null(0).to_numpy().astype(np.int64)
-        order = np.lexsort((table["impression"].to_numpy(), pos, subject))   # as identities()
-        ids = np.asarray(table["sample_id"].to_pylist(), dtype=object)[order]
-        return ids, subject[order] * 16 + pos[order], pos[order]
+        return row_units(table)
     sample = np.asarray(table["sample_id"].to_pylist(), dtype=object)
     subject = table["subject_id"].to_numpy()
     segments = table["segments"].to_pylist()
@@ -209,7 +209,7 @@ def write_pairs(root: Path, stage, pairs_config, dataset_seed: int, stage_config
         a_ids, a_identity, a_position = _units(table, a_type)
         if a_type == b_type:
             b_ids = a_ids
-            dense = np.unique(a_identity, return_inverse=True)[1].reshape(-1)   # 0, 0, 1, 1, 1, 2, ...
+            dense = dense_identity(a_identity)
             mated = mated_pairs(dense, pairs_config.max_mated, mated_rng)
             non_mated = non_mated_pairs(dense, pairs_config.non_mated, non_mated_rng)
         else:

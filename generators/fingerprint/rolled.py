@@ -99,9 +99,8 @@ def _draw_roll(settings: FingerprintSettings, master: MasterPrint, rng: np.rando
     height = bottom - top
     # the roll stops short of the first crease; the fingertip's own rounded contour (the
     # silhouette) closes the print at the top
-    top_cut = top
     bottom_cut = bottom - height * rng.uniform(0.16, 0.26)
-    axis_y = 0.5 * (top_cut + bottom_cut)
+    axis_y = 0.5 * (top + bottom_cut)
     t = settings.max_translation
     geo = RollGeometry(
         canvas_cx=w / 2.0 + float(np.clip(rng.normal(0.0, t / 2.5), -t, t)),
@@ -115,7 +114,7 @@ def _draw_roll(settings: FingerprintSettings, master: MasterPrint, rng: np.rando
         distortion_dx=float(settings.distortion_max_translation * rng.uniform(-1.0, 1.0)),
         distortion_dy=float(0.5 * settings.distortion_max_translation * rng.uniform(-1.0, 1.0)),
     )
-    extent = {"top": float(top_cut), "bottom": float(bottom_cut), "phi_max": float(phi_max)}
+    extent = {"bottom": float(bottom_cut), "phi_max": float(phi_max)}
     return geo, extent
 
 

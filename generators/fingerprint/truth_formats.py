@@ -69,7 +69,7 @@ def iso19794_2_views_bytes(views: list[tuple[np.ndarray, int]], width: int, heig
         if len(m):
             xs = np.clip(np.rint(m[:, 0]), 0, 0x3FFF).astype(np.uint32)
             ys = np.clip(np.rint(m[:, 1]), 0, 0x3FFF).astype(np.uint32)
-            kinds = np.vectorize(_ISO_TYPE.__getitem__, otypes=[np.uint32])(m[:, 3].astype(int))
+            kinds = np.array([_ISO_TYPE[0], _ISO_TYPE[1]], np.uint32)[m[:, 3].astype(int)]
             angle = np.rint(np.mod(np.degrees(m[:, 2]), 360.0) * 256.0 / 360.0).astype(np.uint32) % 256
             record = np.zeros(len(m), dtype=[("xt", ">u2"), ("y", ">u2"), ("a", "u1"), ("q", "u1")])
             record["xt"] = (kinds << 14) | xs

@@ -30,7 +30,7 @@ import pyarrow as pa
 from generators.fingerprint.settings import FingerprintSettings
 from pipeline.errors import ConfigError
 from pipeline.manifest import write_bytes_atomic
-from pipeline.seeding import ROLLED_SLOT, STAGE_IDS, derived_seed, sample_seed_sequence, subject_seed_sequence
+from pipeline.seeding import ROLLED_SLOT, SAMPLE_SLOT, STAGE_IDS, derived_seed, sample_seed_sequence, subject_seed_sequence
 from pipeline.stages.base import StageContext, generator_version, image_png_bytes, relative_sample_dir
 
 NAME = "fingerprint"
@@ -174,11 +174,9 @@ def _master_rng(context: StageContext, subject: int, position: int) -> np.random
 
 
 def _sample_sequence(context: StageContext, subject: int, position: int, k: int, impression_type: str):
-    if impression_type == "plain":
-        return sample_seed_sequence(context.seed, STAGE_ID, subject, k, unit=position)
-    if impression_type == "rolled":
-        return sample_seed_sequence(context.seed, STAGE_ID, subject, k, unit=position, slot=ROLLED_SLOT)
-    return sample_seed_sequence(context.seed, STAGE_ID, subject, k, unit=position)   # slap: unit 13-15
+    """Plain impressions and slaps (unit 13-15) use the sample slot, rolled ones their own."""
+    slot = ROLLED_SLOT if impression_type == "rolled" else SAMPLE_SLOT
+    return sample_seed_sequence(context.seed, STAGE_ID, subject, k, unit=position, slot=slot)
 
 
 def _make(fp, settings: FingerprintSettings, masters: dict, position: int, k: int, impression_type: str, ss):

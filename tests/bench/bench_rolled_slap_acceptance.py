@@ -113,28 +113,22 @@ def test_rolled_and_slap_acceptance(tmp_path):
     by_kind = {kind: rates(scores, [(p["pair_id"], p["mated"]) for p in pairs if p["kind"] == kind])
                for kind in ("rolled-plain", "slap-plain")}
 
-    # foreground areas and shapes, by an image-only segmentation
-    areas = {"plain": [], "rolled": []}
-    rolled_aspect = []
-    for r in table:
-        if r["impression_type"] in areas:
-            fg = foreground(cv2.imread(str(root / r["path"]), cv2.IMREAD_GRAYSCALE))
-            areas[r["impression_type"]].append(fg.sum() * BLOCK * BLOCK)
-            if r["impression_type"] == "rolled":
-                ys, xs = np.nonzero(fg)
-                rolled_aspect.append((xs.max() - xs.min() + 1) / (ys.max() - ys.min() + 1))
-    # ratio per finger: rolled area over the median plain area of the same finger
+    # foreground areas and shapes, by an image-only segmentation; ratio per finger: rolled area
+    # over the median plain area of the same finger
     plain_by_finger: dict = {}
     rolled_by_finger: dict = {}
-    i_plain = i_rolled = 0
+    rolled_aspect = []
     for r in table:
-        key = (r["subject_id"], r["finger_position"])
+        if r["impression_type"] not in ("plain", "rolled"):
+            continue
+        fg = foreground(cv2.imread(str(root / r["path"]), cv2.IMREAD_GRAYSCALE))
+        area, key = fg.sum() * BLOCK * BLOCK, (r["subject_id"], r["finger_position"])
         if r["impression_type"] == "plain":
-            plain_by_finger.setdefault(key, []).append(areas["plain"][i_plain])
-            i_plain += 1
-        elif r["impression_type"] == "rolled":
-            rolled_by_finger[key] = areas["rolled"][i_rolled]
-            i_rolled += 1
+            plain_by_finger.setdefault(key, []).append(area)
+        else:
+            rolled_by_finger[key] = area
+            ys, xs = np.nonzero(fg)
+            rolled_aspect.append((xs.max() - xs.min() + 1) / (ys.max() - ys.min() + 1))
     ratios = [rolled_by_finger[k] / np.median(plain_by_finger[k]) for k in rolled_by_finger]
 
     # slap segments: share of each finger's ink (the generator's own count) and of the
