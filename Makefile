@@ -7,6 +7,8 @@ STAMP  := $(VENV)/.installed
 AFIS_NATIVE_BUILD := build/afis-native
 DATASET_DIR ?= data/default
 ARGS ?=
+LATENT_RUN ?= runs/latent
+LATENT_STEPS ?= 8000
 
 .DEFAULT_GOAL := help
 
@@ -48,8 +50,12 @@ bench: $(STAMP) ## Run the benchmarks; JSON results in tests/bench/results/
 	mkdir -p tests/bench/results
 	$(PY) -m pytest -q -m bench tests/bench
 
+train-latent: $(STAMP) ## Train (or resume) the latent diffusion model into runs/latent and ship it (LATENT_STEPS=8000)
+	$(VENV)/bin/biomint-train-latent --out $(LATENT_RUN) --steps $(LATENT_STEPS) --lr 5e-4 --workers 1
+	cp $(LATENT_RUN)/model.pt $(LATENT_RUN)/model.json $(LATENT_RUN)/loss.png generators/latent/weights/
+
 clean: ## Remove minted data, Hydra run dirs, caches and bench results (keeps .venv)
 	rm -rf data outputs multirun .pytest_cache tests/bench/results/*.json
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
-.PHONY: help install dataset evaluate test test-all bench clean
+.PHONY: help install dataset evaluate test test-all bench train-latent clean

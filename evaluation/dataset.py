@@ -106,8 +106,40 @@ def _segment_boxes(value) -> list[tuple[int, int, int, int, int]] | None:
             for d in value]
 
 
-def read_pairs(root: Path, sample_ids: pd.Index) -> pd.DataFrame:
-    """All rows of ``root/pairs/<kind>/``; empty frame when the dataset has no pairs."""
+def manifest_sample_ids(root: Path) -> pd.Index:
+    """``sample_id`` of every manifest stage of ``root`` (what pairs may name)."""
+    manifest_dir = Path(root) / "manifest"
+    stages = sorted(p for p in manifest_dir.glob("*") if p.is_dir()) if manifest_dir.is_dir() else []
+    ids = [_read_parquet_dir(d, f"manifest '{d.name}'", ["sample_id"])["sample_id"] for d in stages]
+    return pd.Index(pd.concat(ids, ignore_index=True) if ids else [], dtype=object)
+
+
+def read_params(root: Path, stages, names: tuple[str, ...]) -> pd.DataFrame:
+    """``sample_id``, ``truth_path`` and the ``params`` fields ``names`` (those the struct has)
+    of the manifest rows of ``stages``; a missing field is left out, not invented."""
+    frames = []
+    for stage in stages:
+        folder = Path(root) / "manifest" / str(stage)
+        try:
+            ds = pads.dataset(str(folder), format="parquet")
+        except Exception as exc:
+            raise EvaluationInputError(
+                f"Cannot read the manifest '{stage}' Parquet files in {folder} ({exc}).") from None
+        cols = {c: pc.field(c) for c in ("sample_id", "truth_path") if c in ds.schema.names}
+        if "params" in ds.schema.names and isinstance(ds.schema.field("params").type, pa.StructType):
+            params = ds.schema.field("params").type
+            cols.update({n: pc.field("params", n) for n in names if params.get_field_index(n) >= 0})
+        frames.append(ds.to_table(columns=cols).to_pandas())
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"sample_id": []})
+
+
+def read_pairs(root: Path, sample_ids: pd.Index, listed_ids: pd.Index | None = None
+               ) -> pd.DataFrame:
+    """All rows of ``root/pairs/<kind>/``; empty frame when the dataset has no pairs.
+
+    ``listed_ids`` (every manifest's sample ids, when only some stages were read): a pair
+    naming a sample of a stage not read is left out; one naming a sample that no manifest
+    lists is an error either way."""
     pairs_dir = Path(root) / "pairs"
     kinds = sorted(p for p in pairs_dir.glob("*") if p.is_dir()) if pairs_dir.is_dir() else []
     frames = []
@@ -122,6 +154,10 @@ def read_pairs(root: Path, sample_ids: pd.Index) -> pd.DataFrame:
         return pd.DataFrame({c: pd.Series(dtype=t) for c, t in
                              zip(PAIR_COLUMNS, ["str", "str", "str", "bool", "str"])})
     pairs = pd.concat(frames, ignore_index=True)
+    if listed_ids is not None:
+        unread = ~pairs["a_sample_id"].isin(sample_ids) | ~pairs["b_sample_id"].isin(sample_ids)
+        elsewhere = pairs["a_sample_id"].isin(listed_ids) & pairs["b_sample_id"].isin(listed_ids)
+        pairs = pairs[~(unread & elsewhere)].reset_index(drop=True)
     unknown = ~pairs["a_sample_id"].isin(sample_ids) | ~pairs["b_sample_id"].isin(sample_ids)
     if unknown.any():
         row = pairs[unknown].iloc[0]

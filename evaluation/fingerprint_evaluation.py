@@ -9,6 +9,9 @@ Impression types (manifest ``impression_type``; plain where a dataset predates t
                        of ``evaluation.slap_segments``;
 anything else          (latents, slaps without boxes) minutiae of the whole image only.
 
+(``evaluate_dataset`` hands latents and their pairs to ``evaluation.latent_search`` instead,
+so these figures are the prints' alone.)
+
 A pair whose side is a slap compares the crop whose position equals the other side's
 ``finger_position`` (the spec of ``slap-plain`` pairs); it stays unscored (NaN) when the slap
 has no such segment.
@@ -110,8 +113,11 @@ def _template_keys(pairs: pd.DataFrame, fp: pd.DataFrame) -> tuple[list, list, p
     return keys_a, keys_b, pd.Series(segment, index=pairs.index, dtype="Int8")
 
 
-def _score(pairs: pd.DataFrame, fp: pd.DataFrame, templates: dict, s: EvaluationSettings,
-           client) -> tuple[pd.DataFrame, float]:
+def score_pairs(pairs: pd.DataFrame, fp: pd.DataFrame, templates: dict, s: EvaluationSettings,
+                client=None) -> tuple[pd.DataFrame, float]:
+    """The pairs with ``segment_position``, ``score`` (NaN where a side has no template) and
+    ``matcher`` columns, and the seconds matching took. ``templates``: {template key:
+    (minutiae [N, 5], (height, width))}, keys as ``_template_keys`` makes them."""
     keys_a, keys_b, segment = _template_keys(pairs, fp)
     todo = [(pid, a, b) for pid, a, b in zip(pairs["pair_id"], keys_a, keys_b)
             if a in templates and b in templates]
@@ -161,7 +167,9 @@ def _fallback_pairs(fp: pd.DataFrame, s: EvaluationSettings) -> pd.DataFrame:
 
 def evaluate_fingerprints(root: Path, fp: pd.DataFrame, pairs: pd.DataFrame,
                           s: EvaluationSettings, client=None) -> tuple[dict, pd.DataFrame, dict]:
-    """→ (tables {"quality", "slap_segments", "slaps"}, scored pairs, summary).
+    """→ (tables {"quality", "slap_segments", "slaps"} plus "templates" — every NBIS template
+    made, {sample_id or (slap id, position): (minutiae [N, 5], (height, width))}, for the
+    latent search to reuse —, scored pairs, summary).
 
     ``fp``: manifest rows of the fingerprint modalities (with ``impression_type`` and
     ``segments`` as ``evaluation.dataset.read_manifest`` gives them); ``subject_id`` already
@@ -218,6 +226,7 @@ def evaluate_fingerprints(root: Path, fp: pd.DataFrame, pairs: pd.DataFrame,
         listed[kind] = int((~p["mated"]).sum())
         parts.append(subsample_nonmated(p.reset_index(drop=True), s.max_nonmated_pairs, s.seed))
     pairs = pd.concat(parts, ignore_index=True) if parts else pairs
-    pairs, match_seconds = _score(pairs, fp, templates, s, client)
+    pairs, match_seconds = score_pairs(pairs, fp, templates, s, client)
     summary["matching"] = _matching_summary(pairs, listed, s, match_seconds)
-    return {"quality": quality, "slap_segments": segments, "slaps": slaps}, pairs, summary
+    return ({"quality": quality, "slap_segments": segments, "slaps": slaps, "templates": templates},
+            pairs, summary)

@@ -126,3 +126,62 @@ def thumb(path: Path, height: int = 130) -> str:
     small = cv2.resize(image, (max(1, round(w * height / h)), height), interpolation=cv2.INTER_AREA)
     ok, buf = cv2.imencode(".png", small)
     return base64.b64encode(buf.tobytes()).decode("ascii") if ok else ""
+
+
+# latent value classes (and "all") keep one colour across the report's plots
+CLASS_COLOURS = {"good": "#117733", "bad": "#ddaa33", "ugly": "#cc3311", "all": "k"}
+
+
+def cmc_curves(curves: dict[str, list[float]], title: str = "CMC"):
+    """Cumulative match characteristic: share of searches with the mate at rank <= k, one
+    line per named curve (``curves[name][k - 1]`` = CMC(k))."""
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    for name, values in curves.items():
+        v = np.asarray(values, np.float64)
+        if v.size and np.isfinite(v).any():
+            colour = CLASS_COLOURS.get(name.split(" ")[0])
+            ax.plot(np.arange(1, v.size + 1), v, drawstyle="steps-post", label=name, color=colour,
+                    ls="--" if colour == "k" else "-", lw=1.0 if colour == "k" else 1.6)
+    ax.set(xlabel="rank", ylabel="identification rate", title=title, ylim=(0, 1.02), xlim=(1, None))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def class_histograms(table: pd.DataFrame, columns: dict[str, str], by: str,
+                     classes: list[str]):
+    """One panel per ``columns`` entry (column → axis label): a histogram per class of ``by``."""
+    fig, axes = plt.subplots(1, len(columns), figsize=(4.4 * len(columns), 3.2), squeeze=False)
+    for ax, (col, label) in zip(axes[0], columns.items()):
+        values = pd.to_numeric(table[col], errors="coerce") if col in table else pd.Series(dtype=float)
+        finite = values.dropna()
+        if finite.empty:
+            ax.set(title=f"{label}: no values")
+            continue
+        lo, hi = float(finite.min()), float(finite.max())
+        bins = np.linspace(lo, hi if hi > lo else lo + 1, 25)
+        for cls in classes:
+            v = values[table[by] == cls].dropna()
+            if len(v):
+                ax.hist(v, bins=bins, alpha=0.55, label=f"{cls} (n={len(v)})",
+                        color=CLASS_COLOURS.get(cls))
+        ax.set(xlabel=label, ylabel="latents")
+        ax.legend(fontsize=8)
+    return fig
+
+
+def side_by_side(paths: list[Path], height: int = 130) -> str:
+    """Base64 PNG of the images side by side, each scaled to ``height`` (grey, 4 px gap)."""
+    parts = []
+    for path in paths:
+        image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        if image is None:
+            continue
+        h, w = image.shape
+        parts.append(cv2.resize(image, (max(1, round(w * height / h)), height),
+                                interpolation=cv2.INTER_AREA))
+        parts.append(np.full((height, 4), 255, np.uint8))
+    if not parts:
+        return ""
+    ok, buf = cv2.imencode(".png", np.hstack(parts[:-1]))
+    return base64.b64encode(buf.tobytes()).decode("ascii") if ok else ""

@@ -8,13 +8,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from evaluation.dataset import FINGERPRINT_MODALITIES, read_manifest, read_pairs
+from evaluation.dataset import manifest_sample_ids, read_manifest, read_pairs
 from evaluation.errors import DatasetNotFoundError, EvaluationInputError
 from evaluation.face_distinctness import evaluate_faces
 from evaluation.face_embedding import FACE_EMBEDDERS
 from evaluation.fingerprint_evaluation import evaluate_fingerprints
 from evaluation.fingerprint_matching import FINGERPRINT_MATCHERS
 from evaluation.fingerprint_quality import QUALITY_BACKENDS
+from evaluation.latent_search import evaluate_latents
 from evaluation.report import format_summary, write_report
 from evaluation.settings import QUALITY_LABEL, EvaluationSettings
 
@@ -58,22 +59,28 @@ def evaluate_dataset(dataset_root: Path, settings: EvaluationSettings | None = N
     if not root.is_dir():
         raise DatasetNotFoundError(f"Dataset folder {root} does not exist.")
     manifest = read_manifest(root, s.stages)
-    pairs = read_pairs(root, pd.Index(manifest["sample_id"]))
+    # with some stages only, pairs that name a sample of another stage are left out
+    pairs = read_pairs(root, pd.Index(manifest["sample_id"]),
+                       manifest_sample_ids(root) if s.stages is not None else None)
     modality = dict(zip(manifest["sample_id"], manifest["modality"]))
     pair_modality = pairs["a_sample_id"].map(modality)
+    # latents (and their pairs) go to the latent search, so the prints' figures are the ones a
+    # dataset without latents gets
+    latent_pair = (pair_modality == "latent_fingerprint") | (
+        pairs["b_sample_id"].map(modality) == "latent_fingerprint")
     eval_dir = root / "eval"
     eval_dir.mkdir(exist_ok=True)
     summary: dict = {"dataset": str(root), "eval_dir": str(eval_dir), "report": None,
                      "quality_label": QUALITY_LABEL, "n_samples": int(len(manifest))}
     t_start = time.perf_counter()
     fp_tables: dict = {}
-    fp_pairs = face_table = face_pairs = None
+    fp_pairs = face_table = face_pairs = latent_table = None
 
-    fp = _identity(manifest[manifest["modality"].isin(FINGERPRINT_MODALITIES)])
-    if len(fp):
+    prints = manifest[manifest["modality"] == "fingerprint"].reset_index(drop=True)
+    if len(prints):
         fp_tables, fp_pairs, summary["fingerprint"] = evaluate_fingerprints(
-            root, fp.reset_index(drop=True),
-            pairs[pair_modality.isin(FINGERPRINT_MODALITIES)].reset_index(drop=True), s, client)
+            root, _identity(prints),
+            pairs[(pair_modality == "fingerprint") & ~latent_pair].reset_index(drop=True), s, client)
         # the manifest's subject_id, not the finger identity used for pairing
         owner = dict(zip(manifest["sample_id"], manifest["subject_id"]))
         for name in ("quality", "slap_segments", "slaps"):
@@ -82,6 +89,17 @@ def evaluate_dataset(dataset_root: Path, settings: EvaluationSettings | None = N
                 if "subject_id" in table:
                     table["subject_id"] = table["sample_id"].map(owner)
                 _write(table, eval_dir / f"fingerprint_{name}.parquet")
+
+    latents = manifest[manifest["modality"] == "latent_fingerprint"].reset_index(drop=True)
+    if len(latents):
+        latent_table, latent_pairs, summary["latent_search"] = evaluate_latents(
+            root, latents, prints, pairs[latent_pair].reset_index(drop=True),
+            fp_tables.get("templates", {}), s, client)
+        _write(latent_table, eval_dir / "latent_search.parquet")
+        if len(latent_pairs):   # scored like the other kinds, in the same pairs table
+            fp_pairs = pd.concat([p for p in (fp_pairs, latent_pairs) if p is not None],
+                                 ignore_index=True)
+    if fp_pairs is not None:
         _write(fp_pairs, eval_dir / "fingerprint_pairs.parquet")
 
     faces = manifest[manifest["modality"] == "face"].reset_index(drop=True)
@@ -97,7 +115,8 @@ def evaluate_dataset(dataset_root: Path, settings: EvaluationSettings | None = N
         summary["report"] = str(write_report(
             root / "report" / "index.html", root, summary, manifest, fp_tables.get("quality"),
             fp_pairs, face_table, face_pairs, s.quality_bin_edges, s.grid_per_bin,
-            slap_segments=fp_tables.get("slap_segments"), slaps=fp_tables.get("slaps")))
+            slap_segments=fp_tables.get("slap_segments"), slaps=fp_tables.get("slaps"),
+            latent_search=latent_table))
     (eval_dir / "summary.json").write_text(json.dumps(_strict_json(summary), indent=2))
     return summary
 

@@ -23,6 +23,7 @@ class EvaluationSettings:
     fingerprint_matcher: str = "bozorth3"         # NBIS Bozorth3 (native, else pure Python)
     bozorth3_threshold: float = 40.0              # customary NBIS match threshold
     max_nonmated_pairs: int | None = 100_000      # per pair kind; seeded subsample beyond
+    latent_search: bool = True                    # 1:N search of every latent (N x gallery calls)
     face_embedder: str = "sface"                  # "sface" or "arcface" (needs face_onnx_path)
     face_onnx_path: str | None = None
     face_threshold: float = 0.363                 # OpenCV's SFace cosine threshold

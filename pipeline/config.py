@@ -1,6 +1,6 @@
 """Structured configs (dataclasses registered in Hydra's ConfigStore) and their checks.
 
-Group options registered here: fingerprint/default, cluster/{local,address,slurm} and the
+Group options registered here: fingerprint/default, latent/default, cluster/{local,address,slurm} and the
 face group's schema (face/face_schema, extended by conf/face/*.yaml). Presets live in conf/dataset/*.yaml.
 """
 from __future__ import annotations
@@ -16,6 +16,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from pipeline.errors import ConfigError
 from pipeline.stages import face as face_stage
 from pipeline.stages import fingerprint as fingerprint_stage
+from pipeline.stages import latent as latent_stage
 
 
 @dataclass
@@ -88,6 +89,7 @@ class BiomintConfig:
     overwrite: bool = False               # replace a dataset minted with another config
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     fingerprint: Any = MISSING
+    latent: Any = MISSING                 # latent prints of the fingerprint stage's fingers
     cluster: Any = MISSING
     pairs: PairsConfig = field(default_factory=PairsConfig)
     evaluation: EvaluationHookConfig = field(default_factory=EvaluationHookConfig)
@@ -103,6 +105,7 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="biomint_schema", node=BiomintConfig)
     cs.store(group="fingerprint", name="default", node=fingerprint_stage.Config)
+    cs.store(group="latent", name="default", node=latent_stage.Config)
     # The face group's YAML options extend this schema, so a mistyped face key or value fails
     # when the command line is checked, before any cluster starts.
     cs.store(group="face", name="face_schema", node=face_stage.Config)

@@ -29,7 +29,8 @@ log = logging.getLogger("biomint")
 
 MATED_SLOT, NON_MATED_SLOT = 0, 1
 # Fixed slot pairs per kind (2 i, 2 i + 1), so that adding a kind changes no other kind's draws.
-KIND_SLOTS = {"plain-plain": 0, "rolled-plain": 1, "rolled-rolled": 2, "slap-plain": 3}
+KIND_SLOTS = {"plain-plain": 0, "rolled-plain": 1, "rolled-rolled": 2, "slap-plain": 3, "latent-rolled": 4,
+              "latent-plain": 5}
 # Below this many candidate non-mated pairs they are enumerated instead of rejection-sampled.
 ENUMERATE_LIMIT = 5_000_000
 
@@ -179,9 +180,18 @@ def _units(table: pa.Table, impression_type: str | None) -> tuple[np.ndarray, np
 
 
 def _read_units_table(root: Path, stage) -> pa.Table:
+    """The unit columns of the stage's rows and of the stages in its PAIR_SOURCES."""
+    tables = [_read_stage_units(root, name) for name in (stage.NAME, *getattr(stage, "PAIR_SOURCES", ()))]
+    tables = [t for t in tables if t.num_rows]
+    if len(tables) <= 1:
+        return tables[0] if tables else pa.table({"sample_id": pa.array([], pa.string())})
+    return pa.concat_tables(tables, promote_options="default")
+
+
+def _read_stage_units(root: Path, stage_name: str) -> pa.Table:
     import pyarrow.dataset as ds
 
-    directory = manifest_dir(root, stage.NAME)
+    directory = manifest_dir(root, stage_name)
     if not directory.is_dir() or not any(directory.glob("part-*.parquet")):
         return pa.table({"sample_id": pa.array([], pa.string())})
     dataset = ds.dataset(directory, format="parquet")

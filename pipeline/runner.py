@@ -32,10 +32,13 @@ class ShardsFailed(RuntimeError):
 def active_stages(config) -> list[tuple]:
     """(stage module, its typed config) of every stage that runs; logs why others are skipped."""
     active = []
+    configs = {name: getattr(config, name, None) for name in load_stages()}
     for name, stage in load_stages().items():
-        stage_config = getattr(config, name, None)
+        stage_config = configs[name]
         if stage_config is None:
             continue
+        if hasattr(stage, "bind"):
+            stage_config = stage.bind(stage_config, configs)
         reason = stage.skip_reason(stage_config)
         if reason:
             log.info("%s: skipped — %s", name, reason)

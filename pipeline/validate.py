@@ -37,14 +37,20 @@ class Report:
 
 
 def stage_config_from(meta: dict, stage):
-    """The typed stage config recorded in dataset.json."""
+    """The typed stage config recorded in dataset.json (bound to the configs it builds on)."""
     try:
         recorded = meta["config"].get(stage.NAME)
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(stage.Config), recorded))
+        config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(stage.Config), recorded))
     except Exception as e:  # omegaconf raises several types; a hand-edited file a KeyError
         raise ManifestError(f"dataset.json records a {stage.NAME} config this biomint cannot read "
                             f"({str(e).splitlines()[0]}); re-mint the dataset or use the biomint "
                             "version that minted it") from None
+    if hasattr(stage, "bind"):
+        stages = load_stages()
+        others = {name: stage_config_from(meta, stages[name]) for name in getattr(stage, "PAIR_SOURCES", ())
+                  if name in stages and meta["config"].get(name) is not None}
+        config = stage.bind(config, others)
+    return config
 
 
 def validate_dataset(root: Path, workers: int = 8) -> Report:

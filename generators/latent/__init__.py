@@ -1,12 +1,22 @@
-"""Latent fingerprints. Today: the procedural simulator (exact identity and ground truth).
+"""Latent fingerprints: a procedural simulator (exact identity and ground truth) and a
+conditional diffusion model that redraws its latents.
 
     latent = make_latent(master, LatentSettings(), rng, overlap=other_master)
+    model = load_model(SHIPPED_WEIGHTS)
+    image = refine_latent(model, latent, steps=3, t0=0.5, seed=seed)
 
 `master` is a generators.fingerprint MasterPrint, so a latent's mate is every plain and rolled
-impression of the same finger. The conditional diffusion model that learns from these pairs
-is issue 9's next part.
+impression of the same finger. `enhance_latent` gives a real latent the conditions the model
+takes (ridge map and mask), for fine-tuning on a lab's own latents.
 """
+from pathlib import Path
+
+from .enhance import EnhanceSettings, Enhanced, enhance_latent
 from .settings import SURFACES, TECHNIQUES, VALUE_CLASSES, LatentSettings
 from .simulator import Latent, make_latent, measure_value_class
 
-__all__ = ["LatentSettings", "Latent", "make_latent", "measure_value_class", "VALUE_CLASSES", "SURFACES", "TECHNIQUES"]
+# The checkpoint `make dataset` uses: trained by biomint-train-latent (weights/TRAINING.md).
+SHIPPED_WEIGHTS = Path(__file__).parent / "weights"
+
+__all__ = ["LatentSettings", "Latent", "make_latent", "measure_value_class", "VALUE_CLASSES", "SURFACES", "TECHNIQUES",
+           "SHIPPED_WEIGHTS", "enhance_latent", "EnhanceSettings", "Enhanced"]

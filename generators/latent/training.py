@@ -1,18 +1,20 @@
-"""Training the latent diffusion model on pairs the procedural simulator makes on the fly.
+"""Training the latent diffusion model: on simulator pairs, or fine-tuning on real latents.
 
-Each step draws a batch of (procedural latent, ridge map, visible mask) from a pool of master
-prints that is renewed every `pool_refresh` steps, cuts random patches (the UNet has no
-attention, so patches train a full-resolution model: Patch Diffusion, arXiv 2304.12526) and
-takes one Adam step on the v-prediction loss. Data are a pure function of (data seed, step),
-so a resumed run sees exactly the batches an uninterrupted one would.
+Each step takes a batch from training_data (simulator pairs made on the fly, or patches of a
+lab's real latents conditioned on their own enhancement) and one Adam step on the
+v-prediction loss. Batches are a pure function of (data seed, step), so a resumed run ends
+with exactly the weights of an uninterrupted one, with or without data worker processes.
 
 Checkpoint directory:
     last.pt      model, optimiser, step and losses (resume point; tensors only)
-    model.pt     the model's state dict (fp16 with `half=True`)
+    model.pt     the state dict (fp16) of the weights' exponential moving average, which is
+                 what samples well (Ho et al. 2020; decay warmed up as min(ema, (1+n)/(10+n)))
     model.json   UNet config, steps, data seed, settings and the loss log
+    loss.png     the training loss and the held-out loss per checkpoint
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
@@ -22,74 +24,46 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from generators.fingerprint import FingerprintSettings, make_master
+from generators.fingerprint import FingerprintSettings
 
 from .diffusion import UNet, UNetConfig, v_loss
 from .settings import LatentSettings
-from .simulator import make_latent
+from .training_data import HELD_OUT_STEP, Batches, make_source
 
 
 @dataclass(frozen=True)
 class TrainSettings:
     steps: int = 2000
-    batch: int = 8
-    patch: int = 128                      # px; a multiple of 8
+    batch: int = 16
+    patch: int = 128                      # px; a multiple of the UNet's unshuffle factor
     lr: float = 2e-4
     data_seed: int = 0
     pool_size: int = 16                   # master prints in the pool
     pool_refresh: int = 250               # steps between pools
+    patches_per_latent: int = 4           # patches cut from each simulated latent
     checkpoint_every: int = 100
-    channels: tuple[int, ...] = (16, 32, 64, 128)
+    ema: float = 0.999                    # decay of the weights' moving average (what is shipped)
+    focus_share: float = 0.75             # share of samples with t drawn in [0, focus_t_max] ...
+    focus_t_max: float = 0.6              # ... the default sampler's range (SDEdit from t0 = 0.5)
+    channels: tuple[int, ...] = (32, 64, 96)
+    unshuffle: int = 4
+    workers: int = 0                      # data processes (0: batches made in this process)
+    real_dir: str | None = None           # fine-tune on the real latents of this folder
+    init: str | None = None               # start from this checkpoint directory (fine-tuning)
     fingerprint: FingerprintSettings = field(default_factory=FingerprintSettings)
     latent: LatentSettings = field(default_factory=LatentSettings)
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch < 1 or self.patch < 16 or self.patch % 8:
             raise ValueError("need steps >= 1, batch >= 1 and a patch of >= 16 px divisible by 8")
+        if self.patch % self.unshuffle:
+            raise ValueError(f"the patch ({self.patch} px) must be a multiple of unshuffle={self.unshuffle}")
         if self.patch > min(self.latent.width, self.latent.height):
             raise ValueError(f"patch {self.patch} is larger than the latent canvas")
-
-
-def _rng(seed: int, *key: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence(entropy=int(seed), spawn_key=tuple(int(k) for k in key)))
-
-
-class PairSource:
-    """Batches [B, 1, P, P] (target latent) and [B, 2, P, P] (ridges, mask), in [-1, 1] / [0, 1]."""
-
-    def __init__(self, settings: TrainSettings):
-        self.s = settings
-        self._pool_index = -1
-        self._pool: list = []
-
-    def _masters(self, step: int) -> list:
-        index = step // self.s.pool_refresh
-        if index != self._pool_index:
-            self._pool = [make_master(self.s.fingerprint, 1 + k % 10, _rng(self.s.data_seed, 0, index, k))
-                          for k in range(self.s.pool_size)]
-            self._pool_index = index
-        return self._pool
-
-    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        masters = self._masters(step)
-        rng = _rng(self.s.data_seed, 1, step)
-        p = self.s.patch
-        targets, conds = [], []
-        for _ in range(self.s.batch):
-            a, b = rng.choice(len(masters), size=2, replace=False)
-            lat = make_latent(masters[a], self.s.latent, rng, overlap=masters[b])
-            ys, xs = np.nonzero(lat.mask)
-            h, w = lat.image.shape
-            # patches centred near the visible region, where the ridges are
-            k = int(rng.integers(len(xs))) if len(xs) else 0
-            cy = int(ys[k]) if len(xs) else h // 2
-            cx = int(xs[k]) if len(xs) else w // 2
-            y0 = int(np.clip(cy - p // 2 + rng.integers(-p // 4, p // 4 + 1), 0, h - p))
-            x0 = int(np.clip(cx - p // 2 + rng.integers(-p // 4, p // 4 + 1), 0, w - p))
-            window = (slice(y0, y0 + p), slice(x0, x0 + p))
-            targets.append(lat.image[window].astype(np.float32) / 127.5 - 1.0)
-            conds.append(np.stack([lat.ridges[window], lat.mask[window].astype(np.float32)]))
-        return torch.from_numpy(np.stack(targets)[:, None]), torch.from_numpy(np.stack(conds))
+        if self.patches_per_latent < 1 or self.workers < 0:
+            raise ValueError("need patches_per_latent >= 1 and workers >= 0")
+        if not 0.0 <= self.focus_share <= 1.0 or not 0.0 < self.focus_t_max <= 1.0:
+            raise ValueError("need focus_share in [0, 1] and focus_t_max in (0, 1]")
 
 
 def save_atomic(obj, path: Path) -> None:
@@ -98,18 +72,49 @@ def save_atomic(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def held_out_loss(model: UNet, source: PairSource, device, batches: int = 2) -> float:
-    """v-loss on fixed batches (steps -1, -2, ... of the data stream, never trained on) with
-    fixed noise: comparable between checkpoints."""
+def held_out_loss(model: UNet, batches: list, device) -> float:
+    """v-loss on fixed batches (steps HELD_OUT_STEP + i of the data stream, never trained on)
+    with fixed noise: comparable between checkpoints."""
     model.eval()
     total = 0.0
     with torch.no_grad():
-        for i in range(batches):
-            x0, cond = source.batch(10**9 + i)
+        for i, (x0, cond) in enumerate(batches):
             g = torch.Generator().manual_seed(1234 + i)
-            total += float(v_loss(model, x0.to(device), cond.to(device), generator=g))
+            total += float(v_loss(model, torch.from_numpy(x0).to(device), torch.from_numpy(cond).to(device),
+                                  generator=g))
     model.train()
-    return total / batches
+    return total / len(batches)
+
+
+def _initial_model(settings: TrainSettings) -> UNet:
+    if settings.init:
+        return load_model(Path(settings.init)).train()
+    return UNet(UNetConfig(channels=tuple(settings.channels), unshuffle=settings.unshuffle))
+
+
+def plot_losses(losses: list[float], held_out: list[tuple[int, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    steps = np.arange(1, len(losses) + 1)
+    window = max(1, len(losses) // 50)
+    smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
+    ax.plot(steps, losses, color="0.8", lw=0.5, label="training loss")
+    ax.plot(steps[window - 1:], smooth, color="C0", lw=1.2, label=f"mean of {window} steps")
+    if held_out:
+        ax.plot(*zip(*held_out), "o-", color="C3", ms=3, label="held-out loss")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("v-prediction MSE")
+    ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
 
 
 def train(out_dir: Path, settings: TrainSettings, device: str = "cpu", progress: bool = True,
@@ -118,55 +123,68 @@ def train(out_dir: Path, settings: TrainSettings, device: str = "cpu", progress:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(settings.data_seed)
-    model = UNet(UNetConfig(channels=tuple(settings.channels))).to(device)
+    model = _initial_model(settings).to(device)
+    average = copy.deepcopy(model).eval().requires_grad_(False)
     optimiser = torch.optim.Adam(model.parameters(), lr=settings.lr)
-    step, losses = 0, []
+    step, losses, held_log = 0, [], []
     last = out_dir / "last.pt"
     if last.is_file():
         state = torch.load(last, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
+        average.load_state_dict(state["ema"])
         optimiser.load_state_dict(state["optimiser"])
         step, losses = int(state["step"]), [float(v) for v in state["losses"]]
+        held_log = [(int(a), float(b)) for a, b in state.get("held_out", torch.zeros(0, 2)).tolist()]
         log(f"train-latent: resuming at step {step} of {settings.steps}")
-    source = PairSource(settings)
-    untrained = None
-    if step == 0:
-        untrained = held_out_loss(model, source, device)
+    held_batches = [make_source(settings).batch(HELD_OUT_STEP + i) for i in range(2)]
+    meta_path = out_dir / "model.json"
+    previous = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    initial = previous.get("initial_held_out_loss")
+    if initial is None:
+        initial = held_out_loss(average, held_batches, device) if step == 0 else None
     from tqdm import tqdm
 
     start = time.perf_counter()
     bar = tqdm(total=settings.steps, initial=step, desc="train-latent", unit="step", disable=not progress)
-    while step < settings.steps:
-        x0, cond = source.batch(step)
+    for x0, cond in Batches(settings, step, settings.steps, settings.workers):
         g = torch.Generator().manual_seed(settings.data_seed * 1_000_003 + step)
-        loss = v_loss(model, x0.to(device), cond.to(device), generator=g)
+        loss = v_loss(model, torch.from_numpy(x0).to(device), torch.from_numpy(cond).to(device), generator=g,
+                      focus=(settings.focus_share, settings.focus_t_max) if settings.focus_share > 0 else None)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
+        decay = min(settings.ema, (1.0 + step) / (10.0 + step))
+        with torch.no_grad():
+            for a, p in zip(average.parameters(), model.parameters()):
+                a.lerp_(p, 1.0 - decay)
         losses.append(float(loss.detach()))
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
         if step % settings.checkpoint_every == 0 or step == settings.steps:
-            save_atomic({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "step": step,
-                         "losses": torch.tensor(losses)}, last)
+            held_log.append((step, held_out_loss(average, held_batches, device)))
+            save_atomic({"model": model.state_dict(), "ema": average.state_dict(), "optimiser": optimiser.state_dict(), "step": step,
+                         "losses": torch.tensor(losses), "held_out": torch.tensor(held_log, dtype=torch.float64)},
+                        last)
     bar.close()
-    meta_path = out_dir / "model.json"
-    previous = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    final = held_log[-1][1] if held_log and held_log[-1][0] == step else held_out_loss(average, held_batches, device)
     meta = {
         "unet": model.config.to_json(), "steps": step, "data_seed": settings.data_seed,
         "train": {k: v for k, v in asdict(settings).items() if k not in ("fingerprint", "latent")},
-        "losses": losses, "untrained_held_out_loss": previous.get("untrained_held_out_loss", untrained),
-        "held_out_loss": held_out_loss(model, source, device),
-        "seconds_this_run": round(time.perf_counter() - start, 2),
+        "data": "real latents" if settings.real_dir else "simulator pairs",
+        "losses": losses, "held_out": held_log,
+        "initial_held_out_loss": initial, "held_out_loss": final,
+        "seconds_this_run": round(time.perf_counter() - start, 2), "device": str(device),
     }
-    weights = {k: v.half() for k, v in model.state_dict().items()}
+    if settings.init:
+        meta["init"] = str(settings.init)
+    weights = {k: v.half() for k, v in average.state_dict().items()}
     save_atomic(weights, out_dir / "model.pt")
     tmp = meta_path.with_name(".model.json.tmp")
     tmp.write_text(json.dumps(meta, indent=1))
     os.replace(tmp, meta_path)
-    log(f"train-latent: step {step}, held-out loss {meta['held_out_loss']:.4f} "
-        f"(untrained {meta['untrained_held_out_loss']}) → {out_dir}")
+    plot_losses(losses, held_log, out_dir / "loss.png")
+    log(f"train-latent: step {step}, held-out loss {final:.4f} (at the start {initial}) → {out_dir}")
     return meta
 
 

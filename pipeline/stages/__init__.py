@@ -18,6 +18,10 @@ A stage is a module with this shape (see pipeline/stages/fingerprint.py, the fir
     regenerate(row, config, context) -> bytes         the image file of one manifest row
     current_generator_version() -> str     optional: the `generator_version` today's code writes
     warm_up() -> None                       optional: heavy imports, run on every worker at start
+    bind(config, configs) -> config         optional: attach other stages' typed configs (by group
+                                           name) that this stage builds on (latents: the fingerprint
+                                           stage's fingers); runs before check()
+    PAIR_SOURCES: tuple[str, ...]           optional: other stages whose rows its pairs may name
 
 `context` is a StageContext. A stage that gives up on a sample on purpose (e.g. a face whose
 identity similarity stays under the floor) calls `context.record_dropped(sample_id, reason)`;
@@ -33,7 +37,7 @@ from types import ModuleType
 from pipeline.stages.base import StageContext, image_png_bytes, relative_sample_dir, stage_device
 
 # Stage modules in run order. A module that does not exist in this checkout is left out.
-STAGE_MODULES: tuple[str, ...] = ("pipeline.stages.fingerprint", "pipeline.stages.face")
+STAGE_MODULES: tuple[str, ...] = ("pipeline.stages.fingerprint", "pipeline.stages.latent", "pipeline.stages.face")
 
 
 def load_stages() -> dict[str, ModuleType]:

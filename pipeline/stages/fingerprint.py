@@ -164,8 +164,9 @@ def expected_rows(config, start: int, stop: int) -> int:
 
 
 def sample_id(subject: int, position: int, impression: int, impression_type: str = "plain") -> str:
-    """fp-<subject>-<position>-<k> (plain), ...-r<k> (rolled), ...-s<k> (slap, position 13-15)."""
-    prefix = {"plain": "", "rolled": "r", "slap": "s"}[impression_type]
+    """fp-<subject>-<position>-<k> (plain), ...-r<k> (rolled), ...-s<k> (slap, position 13-15),
+    ...-l<k> (latent, the latent stage's)."""
+    prefix = {"plain": "", "rolled": "r", "slap": "s", "latent": "l"}[impression_type]
     return f"fp-{subject:08d}-{position:02d}-{prefix}{impression:02d}"
 
 
