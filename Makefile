@@ -50,8 +50,10 @@ bench: $(STAMP) ## Run the benchmarks; JSON results in tests/bench/results/
 	mkdir -p tests/bench/results
 	$(PY) -m pytest -q -m bench tests/bench
 
-train-latent: $(STAMP) ## Train (or resume) the latent diffusion model into runs/latent and ship it (LATENT_STEPS=8000)
-	$(VENV)/bin/biomint-train-latent --out $(LATENT_RUN) --steps $(LATENT_STEPS) --lr 5e-4 --workers 1
+train-latent: $(STAMP) ## Train (or resume) the latent diffusion model as shipped (generators/latent/weights/TRAINING.md)
+	$(VENV)/bin/biomint-train-latent --out $(LATENT_RUN)-ridges --steps 2250 --lr 5e-4 --workers 1 --condition ridges
+	$(VENV)/bin/biomint-train-latent --out $(LATENT_RUN) --init $(LATENT_RUN)-ridges --steps $(LATENT_STEPS) \
+	    --lr 5e-4 --workers 1 --condition residue
 	cp $(LATENT_RUN)/model.pt $(LATENT_RUN)/model.json $(LATENT_RUN)/loss.png generators/latent/weights/
 
 clean: ## Remove minted data, Hydra run dirs, caches and bench results (keeps .venv)

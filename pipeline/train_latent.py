@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="data seed: batches are a function of (seed, step)")
     parser.add_argument("--channels", default="32,64,96", help="UNet channels per level")
     parser.add_argument("--unshuffle", type=int, default=4, help="pixels folded into channels at the UNet's input")
+    parser.add_argument("--condition", default="residue", choices=("residue", "ridges"),
+                        help="the condition map: the residue the touch left, or the clean ridge map")
     parser.add_argument("--workers", type=int, default=0, help="data processes making batches ahead (0: none)")
     parser.add_argument("--real", type=Path, default=None,
                         help="fine-tune on the real latent images of this folder (conditions from their enhancement)")
@@ -40,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         channels = tuple(int(c) for c in ns.channels.split(","))
         settings = TrainSettings(steps=ns.steps, batch=ns.batch, patch=ns.patch, lr=ns.lr, data_seed=ns.seed,
-                                 channels=channels, unshuffle=ns.unshuffle, workers=ns.workers,
+                                 channels=channels, unshuffle=ns.unshuffle, workers=ns.workers, condition=ns.condition,
                                  checkpoint_every=ns.checkpoint_every,
                                  real_dir=str(ns.real) if ns.real else None, init=str(ns.init) if ns.init else None)
         if ns.real is not None:

@@ -36,7 +36,7 @@ def test_every_output_pixel_has_its_own_value_after_the_fold():
     model = UNet(UNetConfig(channels=(8, 16)))
     for p in model.out.parameters():
         torch.nn.init.normal_(p, std=0.1)
-    out = model(torch.randn(1, 3, 32, 32), torch.rand(1))[0, 0]
+    out = model(torch.randn(1, 3, 32, 32), torch.rand(1))[0, 0].detach()
     blocks = out.reshape(8, 4, 8, 4).permute(0, 2, 1, 3).reshape(64, 16)
     assert float(blocks.std(dim=1).min()) > 1e-3
 

@@ -107,3 +107,21 @@ def test_nbis_finds_good_latents_mates_among_rolled_prints(masters):
                   for g, s in gallery]
         hits += int(np.argmax(scores) == seed % 2)
     assert hits >= 3
+
+
+def test_the_residue_is_the_touch_s_ridges_where_they_transferred(masters):
+    """The diffusion model's condition: what the skin left, inside the visible region (plus a
+    double tap's shifted copy or an overlapping print), never more than the clean ridges."""
+    checked = 0
+    for seed in range(6):
+        lat = make_latent(masters[0], LatentSettings(), np.random.default_rng(40 + seed))
+        assert lat.residue.dtype == np.float32 and lat.residue.min() >= 0.0 and lat.residue.max() <= 1.0
+        if lat.params["double_tap"] or lat.params["overlap"] or lat.params["smudge_length_px"]:
+            continue
+        near = cv2.dilate(lat.mask.astype(np.uint8), np.ones((25, 25), np.uint8)) > 0
+        assert lat.residue[~near].max() < 1e-3
+        assert (lat.residue <= lat.ridges + 1e-4).all()
+        inside = lat.mask & (lat.ridges > 0.5)
+        assert lat.residue[inside].mean() > 0.2
+        checked += 1
+    assert checked >= 2

@@ -3,7 +3,7 @@ conditional diffusion model that redraws its latents.
 
     latent = make_latent(master, LatentSettings(), rng, overlap=other_master)
     model = load_model(SHIPPED_WEIGHTS)
-    image = refine_latent(model, latent, steps=3, t0=0.5, seed=seed)
+    image = refine_latent(model, latent, steps=3, t0=0.2, seed=seed)
 
 `master` is a generators.fingerprint MasterPrint, so a latent's mate is every plain and rolled
 impression of the same finger. `enhance_latent` gives a real latent the conditions the model

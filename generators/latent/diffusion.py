@@ -2,7 +2,9 @@
 v-prediction and a deterministic DDIM sampler.
 
 Conditioning is by channel concatenation (SR3 / Palette): the network sees the noisy latent
-x_t beside its conditions — the clean ridge map of the touch and the visible-region mask —
+x_t beside its conditions — the residue the touch left (its ridges where they transferred,
+smudged, doubled or overlapped; `condition="ridges"`: the clean ridge map of the whole touch)
+and the visible-region mask —
 and predicts v = alpha * eps - sigma * x0 (Salimans & Ho,
 "Progressive distillation", 2022), which stays well scaled at both ends of the schedule.
 The schedule is the cosine one of Nichol & Dhariwal (2021): alpha_bar(t) = cos^2(((t + s) /
@@ -38,6 +40,8 @@ class UNetConfig:
     time_dim: int = 128
     groups: int = 8
     unshuffle: int = 4                              # px folded into channels at the input (1: none)
+    condition: str = "residue"                      # channel 0: "residue" (what the skin left) or
+                                                    # "ridges" (the clean ridge map of the touch)
 
     def to_json(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

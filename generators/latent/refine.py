@@ -23,11 +23,25 @@ MATCH_RADIUS = 12.0       # px at 500 ppi: about one ridge period and a half
 MATCH_ANGLE = 45.0        # degrees
 
 
+CONDITIONS = ("residue", "ridges")
+
+
+def conditions(latent: Latent, condition: str = "residue") -> np.ndarray:
+    """[2, H, W] float32: the model's condition map (residue or clean ridges) and the mask.
+    The residue carries the identity as the latent shows it -- only the ridges that
+    transferred, with their smudge and double taps -- so the model redraws development,
+    surface and noise around ridges it is told, instead of guessing which ridges printed."""
+    if condition not in CONDITIONS:
+        raise ValueError(f"condition must be one of {CONDITIONS}, got {condition!r}")
+    first = latent.residue if condition == "residue" else latent.ridges
+    return np.stack([first.astype(np.float32), latent.mask.astype(np.float32)])
+
+
 def refine_latent(model: UNet, latent: Latent, steps: int, t0: float, seed: int, device: str = "cpu",
                   spacing: str = "quadratic") -> np.ndarray:
     """The diffusion latent [H, W] uint8 of one procedural latent; seeded by `seed` (the noise
     is drawn on the CPU, so CPU and CUDA start from the same numbers)."""
-    cond = np.stack([latent.ridges.astype(np.float32), latent.mask.astype(np.float32)])[None]
+    cond = conditions(latent, model.config.condition)[None]
     start = (latent.image.astype(np.float32) / 127.5 - 1.0)[None, None]
     generator = torch.Generator().manual_seed(int(seed) % (2**63))
     with torch.no_grad():

@@ -48,7 +48,9 @@ class Latent:
     mask: np.ndarray         # [H, W] bool: the visible region
     minutiae: np.ndarray     # [N, 4] float32 mate minutiae inside the visible region (x, y, angle rad ISO, type)
     orientation: np.ndarray  # [H // 8, W // 8] float32 ridge orientation of the mate (rad, ISO, [0, pi))
-    ridges: np.ndarray       # [H, W] float32 in [0, 1]: the clean ridge map of the touch (a condition)
+    ridges: np.ndarray       # [H, W] float32 in [0, 1]: the clean ridge map of the whole touch
+    residue: np.ndarray      # [H, W] float32 in [0, 1]: what the skin left (visible region, transfer,
+                             # smudge, double tap, overlap) before development: the diffusion condition
     value_class: str         # measured: good, bad or ugly
     params: dict             # flat JSON-able scalars
 
@@ -238,4 +240,4 @@ def make_latent(master: MasterPrint, settings: LatentSettings, rng: np.random.Ge
         **extra, **cam,
     }
     return Latent(image, mask, visible.astype(np.float32), orientation, (ink * on_finger).astype(np.float32),
-                  measured, params)
+                  np.clip(residue, 0.0, 1.0).astype(np.float32), measured, params)

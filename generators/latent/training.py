@@ -15,6 +15,7 @@ Checkpoint directory:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import time
@@ -44,9 +45,10 @@ class TrainSettings:
     checkpoint_every: int = 100
     ema: float = 0.999                    # decay of the weights' moving average (what is shipped)
     focus_share: float = 0.75             # share of samples with t drawn in [0, focus_t_max] ...
-    focus_t_max: float = 0.6              # ... the default sampler's range (SDEdit from t0 = 0.5)
+    focus_t_max: float = 0.6              # ... the range SDEdit samplers use (the stage: t0 = 0.2)
     channels: tuple[int, ...] = (32, 64, 96)
     unshuffle: int = 4
+    condition: str = "residue"            # the condition map: residue (what the skin left) or ridges
     workers: int = 0                      # data processes (0: batches made in this process)
     real_dir: str | None = None           # fine-tune on the real latents of this folder
     init: str | None = None               # start from this checkpoint directory (fine-tuning)
@@ -62,6 +64,8 @@ class TrainSettings:
             raise ValueError(f"patch {self.patch} is larger than the latent canvas")
         if self.patches_per_latent < 1 or self.workers < 0:
             raise ValueError("need patches_per_latent >= 1 and workers >= 0")
+        if self.condition not in ("residue", "ridges"):
+            raise ValueError(f"condition must be residue or ridges, got {self.condition!r}")
         if not 0.0 <= self.focus_share <= 1.0 or not 0.0 < self.focus_t_max <= 1.0:
             raise ValueError("need focus_share in [0, 1] and focus_t_max in (0, 1]")
 
@@ -88,8 +92,13 @@ def held_out_loss(model: UNet, batches: list, device) -> float:
 
 def _initial_model(settings: TrainSettings) -> UNet:
     if settings.init:
-        return load_model(Path(settings.init)).train()
-    return UNet(UNetConfig(channels=tuple(settings.channels), unshuffle=settings.unshuffle))
+        # the architecture comes from the checkpoint; the condition is this run's (a model
+        # trained on another condition map adapts to this one)
+        model = load_model(Path(settings.init)).train()
+        model.config = dataclasses.replace(model.config, condition=settings.condition)
+        return model
+    return UNet(UNetConfig(channels=tuple(settings.channels), unshuffle=settings.unshuffle,
+                           condition=settings.condition))
 
 
 def plot_losses(losses: list[float], held_out: list[tuple[int, float]], path: Path) -> None:
@@ -126,7 +135,7 @@ def train(out_dir: Path, settings: TrainSettings, device: str = "cpu", progress:
     model = _initial_model(settings).to(device)
     average = copy.deepcopy(model).eval().requires_grad_(False)
     optimiser = torch.optim.Adam(model.parameters(), lr=settings.lr)
-    step, losses, held_log = 0, [], []
+    step, losses, held_log, initial = 0, [], [], None
     last = out_dir / "last.pt"
     if last.is_file():
         state = torch.load(last, map_location=device, weights_only=True)
@@ -135,13 +144,14 @@ def train(out_dir: Path, settings: TrainSettings, device: str = "cpu", progress:
         optimiser.load_state_dict(state["optimiser"])
         step, losses = int(state["step"]), [float(v) for v in state["losses"]]
         held_log = [(int(a), float(b)) for a, b in state.get("held_out", torch.zeros(0, 2)).tolist()]
+        initial = float(state["initial"]) if "initial" in state and not torch.isnan(state["initial"]) else None
         log(f"train-latent: resuming at step {step} of {settings.steps}")
     held_batches = [make_source(settings).batch(HELD_OUT_STEP + i) for i in range(2)]
     meta_path = out_dir / "model.json"
     previous = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    initial = previous.get("initial_held_out_loss")
-    if initial is None:
-        initial = held_out_loss(average, held_batches, device) if step == 0 else None
+    initial = initial if initial is not None else previous.get("initial_held_out_loss")
+    if initial is None and step == 0:
+        initial = held_out_loss(average, held_batches, device)
     from tqdm import tqdm
 
     start = time.perf_counter()
@@ -164,7 +174,8 @@ def train(out_dir: Path, settings: TrainSettings, device: str = "cpu", progress:
         if step % settings.checkpoint_every == 0 or step == settings.steps:
             held_log.append((step, held_out_loss(average, held_batches, device)))
             save_atomic({"model": model.state_dict(), "ema": average.state_dict(), "optimiser": optimiser.state_dict(), "step": step,
-                         "losses": torch.tensor(losses), "held_out": torch.tensor(held_log, dtype=torch.float64)},
+                         "losses": torch.tensor(losses), "held_out": torch.tensor(held_log, dtype=torch.float64),
+                         "initial": torch.tensor(float("nan") if initial is None else initial)},
                         last)
     bar.close()
     final = held_log[-1][1] if held_log and held_log[-1][0] == step else held_out_loss(average, held_batches, device)

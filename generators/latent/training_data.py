@@ -80,8 +80,9 @@ class SimulatorPairs:
         for _ in range(-(-self.s.batch // per)):
             a, b = rng.choice(len(masters), size=2, replace=False)
             lat = make_latent(masters[a], self.s.latent, rng, overlap=masters[b])
+            first = lat.residue if self.s.condition == "residue" else lat.ridges
             for _ in range(per):
-                t, c = _sample(lat.image, lat.ridges, lat.mask, _patch_window(rng, lat.mask, self.s.patch))
+                t, c = _sample(lat.image, first, lat.mask, _patch_window(rng, lat.mask, self.s.patch))
                 targets.append(t)
                 conds.append(c)
         return np.stack(targets[: self.s.batch]), np.stack(conds[: self.s.batch])

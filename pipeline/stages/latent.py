@@ -73,7 +73,7 @@ def _config_fields() -> list[tuple]:
         ("sampler", str, "diffusion"),         # diffusion (procedural start refined by the model) or procedural
         ("checkpoint", Optional[str], None),   # a biomint-train-latent directory; null: the shipped weights
         ("steps", int, 3),                     # DDIM steps
-        ("t0", float, 0.5),                    # SDEdit start time (1: from pure noise)
+        ("t0", float, 0.2),                    # SDEdit start time (1: from pure noise; see README)
         ("gate_keep", float, 0.7),             # share of the procedural start's recovered minutiae to keep
         ("gate_attempts", int, 3),             # diffusion draws before a latent is dropped
         ("device", str, "auto"),
@@ -318,6 +318,15 @@ def regenerate(row: dict, config, context: StageContext) -> bytes:
     return image_png_bytes(made.image)
 
 
+def _row_params(params: dict) -> dict:
+    """Every PARAMS_TYPE key; a generator key the struct does not know fails the shard."""
+    names = [f.name for f in PARAMS_TYPE]
+    unknown = set(params) - set(names)
+    if unknown:
+        raise RuntimeError(f"latent generator params {sorted(unknown)} are not in the manifest's params struct")
+    return {name: params.get(name) for name in names}
+
+
 def _write_sample(config, context: StageContext, subject: int, position: int, k: int, made: _Made) -> dict:
     import generators.fingerprint as fp
 
@@ -340,6 +349,6 @@ def _write_sample(config, context: StageContext, subject: int, position: int, k:
         "impression_type": "latent", "impression": k, "path": image_path, "width": width, "height": height,
         "dpi": settings.dpi, "sha256": sha, "seed": derived_seed(_attempt_sequence(context, subject, position, k, 0)),
         "generator": GENERATOR, "generator_version": current_generator_version(),
-        "params": {name: made.params.get(name) for name in (f.name for f in PARAMS_TYPE)},
+        "params": _row_params(made.params),
         "truth_path": truth_path,
     }
