@@ -1,14 +1,17 @@
 """What every stage shares: the per-shard context and the file writers."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import io
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from pipeline.errors import ConfigError
 from pipeline.manifest import sha256_bytes, write_bytes_atomic
 
 
@@ -26,6 +29,34 @@ class StageContext:
         """Write a file of the dataset atomically; returns its sha256."""
         write_bytes_atomic(self.root / relative_path, data)
         return sha256_bytes(data)
+
+
+def settings_config_fields(settings_type: type) -> list[tuple]:
+    """(name, type, default) of every field of a generator's settings dataclass, for a stage
+    Config made with dataclasses.make_dataclass: each generator knob becomes a config key
+    (tuples become lists: Hydra has no tuples)."""
+    hints = typing.get_type_hints(settings_type)
+    defaults = settings_type()
+    fields = []
+    for f in dataclasses.fields(settings_type):
+        default, kind = getattr(defaults, f.name), hints[f.name]
+        if typing.get_origin(kind) is tuple:
+            fields.append((f.name, typing.List[typing.get_args(kind)[0]],
+                           dataclasses.field(default_factory=lambda d=default: list(d))))
+        else:
+            fields.append((f.name, kind, default))
+    return fields
+
+
+def settings_from_config(config, settings_type: type, group: str):
+    """The generator settings a stage config holds (its settings_config_fields keys);
+    ConfigError (one sentence) if the generator refuses them."""
+    values = {f.name: getattr(config, f.name) for f in dataclasses.fields(settings_type)}
+    values = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in values.items()}
+    try:
+        return settings_type(**values)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{group} settings are not valid: {e}") from None
 
 
 def stage_device(config) -> str:

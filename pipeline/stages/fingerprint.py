@@ -19,7 +19,6 @@ import dataclasses
 import io
 import json
 import math
-import typing
 from dataclasses import field
 from pathlib import Path
 from typing import List
@@ -31,7 +30,8 @@ from generators.fingerprint.settings import FingerprintSettings
 from pipeline.errors import ConfigError
 from pipeline.manifest import write_bytes_atomic
 from pipeline.seeding import ROLLED_SLOT, SAMPLE_SLOT, STAGE_IDS, derived_seed, sample_seed_sequence, subject_seed_sequence
-from pipeline.stages.base import StageContext, generator_version, image_png_bytes, relative_sample_dir
+from pipeline.stages.base import (StageContext, generator_version, image_png_bytes, relative_sample_dir,
+                                  settings_config_fields, settings_from_config)
 
 NAME = "fingerprint"
 STAGE_ID = STAGE_IDS[NAME]
@@ -64,7 +64,6 @@ _PARAM_NAMES = tuple(f.name for f in PARAMS_TYPE)
 def _config_fields() -> list[tuple]:
     """Pipeline fields, then every FingerprintSettings field with the generator's default
     (tuples become lists: Hydra has no tuples), so each generator knob is a config key."""
-    hints = typing.get_type_hints(FingerprintSettings)
     fields = [
         ("fingers", int, 300),                 # distinct fingers in the dataset
         ("impressions", int, 8),               # plain impressions per finger
@@ -74,31 +73,17 @@ def _config_fields() -> list[tuple]:
         ("device", str, "auto"),               # auto: CUDA when the worker has it, else cpu
         ("write_truth", bool, True),           # .ist, .xyt, orientation .npy, singularities .json
     ]
-    for f in dataclasses.fields(FingerprintSettings):
-        default = getattr(FingerprintSettings(), f.name)
-        kind = hints[f.name]
-        if typing.get_origin(kind) is tuple:
-            kind = List[typing.get_args(kind)[0]]
-            fields.append((f.name, kind, field(default_factory=lambda d=default: list(d))))
-        else:
-            fields.append((f.name, kind, default))
-    return fields
+    return fields + settings_config_fields(FingerprintSettings)
 
 
 Config = dataclasses.make_dataclass("Config", _config_fields())
 Config.__module__ = __name__  # so that Dask can pickle instances by reference
 Config.__doc__ = "Hydra group `fingerprint`: counts, positions, device, and every generator knob."
 SLAP_FINGERS = {13: (2, 3, 4, 5), 14: (10, 9, 8, 7), 15: (6, 1)}   # generators.fingerprint.slap, without torch
-SETTINGS_FIELDS = tuple(f.name for f in dataclasses.fields(FingerprintSettings))
 
 
 def settings_from(config) -> FingerprintSettings:
-    values = {name: getattr(config, name) for name in SETTINGS_FIELDS}
-    values = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in values.items()}
-    try:
-        return FingerprintSettings(**values)
-    except (ValueError, TypeError) as e:
-        raise ConfigError(f"fingerprint settings are not valid: {e}") from None
+    return settings_from_config(config, FingerprintSettings, "fingerprint")
 
 
 def check(config) -> None:

@@ -31,9 +31,8 @@ import hashlib
 import io
 import math
 import typing
-from dataclasses import field
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -43,7 +42,8 @@ from pipeline.errors import CheckpointError, ConfigError
 from pipeline.manifest import write_bytes_atomic
 from pipeline.seeding import STAGE_IDS, derived_seed, sample_seed_sequence
 from pipeline.stages import fingerprint as fingerprint_stage
-from pipeline.stages.base import StageContext, generator_version, image_png_bytes, relative_sample_dir
+from pipeline.stages.base import (StageContext, generator_version, image_png_bytes, relative_sample_dir,
+                                  settings_config_fields, settings_from_config)
 
 NAME = "latent"
 STAGE_ID = STAGE_IDS["latent_fingerprint"]
@@ -66,7 +66,6 @@ PARAMS_TYPE = pa.struct([(n, pa.string()) for n in _STRING_PARAMS] + [(n, pa.flo
 
 def _config_fields() -> list[tuple]:
     """Stage fields, then every LatentSettings field with the generator's default."""
-    hints = typing.get_type_hints(LatentSettings)
     fields = [
         ("per_finger", int, 0),                # latents per finger (0: the stage does not run)
         ("fingers", int, 0),                   # the first N fingers of the fingerprint stage (0: all)
@@ -79,13 +78,7 @@ def _config_fields() -> list[tuple]:
         ("device", str, "auto"),
         ("write_truth", bool, True),           # .xyt, .mask.png, .orientation.npy
     ]
-    for f in dataclasses.fields(LatentSettings):
-        default = getattr(LatentSettings(), f.name)
-        kind = hints[f.name]
-        if typing.get_origin(kind) is tuple:
-            fields.append((f.name, List[typing.get_args(kind)[0]], field(default_factory=lambda d=default: list(d))))
-        else:
-            fields.append((f.name, kind, default))
+    fields += settings_config_fields(LatentSettings)
     # filled by bind() from the fingerprint group: not a key to set by hand
     fields.append(("fingerprint", Any, None))
     return fields
@@ -94,7 +87,6 @@ def _config_fields() -> list[tuple]:
 Config = dataclasses.make_dataclass("Config", _config_fields())
 Config.__module__ = __name__
 Config.__doc__ = "Hydra group `latent`: counts, sampler, gate, and every simulator knob."
-SETTINGS_FIELDS = tuple(f.name for f in dataclasses.fields(LatentSettings))
 
 
 def bind(config, configs: dict):
@@ -103,12 +95,7 @@ def bind(config, configs: dict):
 
 
 def settings_from(config) -> LatentSettings:
-    values = {name: getattr(config, name) for name in SETTINGS_FIELDS}
-    values = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in values.items()}
-    try:
-        return LatentSettings(**values)
-    except (ValueError, TypeError) as e:
-        raise ConfigError(f"latent settings are not valid: {e}") from None
+    return settings_from_config(config, LatentSettings, "latent")
 
 
 def skip_reason(config) -> str | None:
