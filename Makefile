@@ -50,6 +50,15 @@ bench: $(STAMP) ## Run the benchmarks; JSON results in tests/bench/results/
 	mkdir -p tests/bench/results
 	$(PY) -m pytest -q -m bench tests/bench
 
+calibrate-quality: $(STAMP) ## Remake the fingerprint.quality_mix calibration (~22 min on one core; BIOMINT_QCAL_FINGERS=32)
+	mkdir -p tests/bench/results
+	$(PY) -m pytest -q -m bench tests/bench/bench_quality_calibration.py -s
+
+realism: $(STAMP) ## Issue 10: EER, minutiae, ridge figures per profile and sensor vs real prints (BIOMINT_REALISM_FINGERS=100)
+	mkdir -p tests/bench/results
+	$(PY) -m pytest -q -m bench tests/bench/bench_fingerprint_realism.py -s
+.PHONY: realism
+
 train-latent: $(STAMP) ## Train (or resume) the latent diffusion model as shipped (generators/latent/weights/TRAINING.md)
 	$(VENV)/bin/biomint-train-latent --out $(LATENT_RUN)-ridges --steps 2250 --lr 5e-4 --workers 1 --condition ridges
 	$(VENV)/bin/biomint-train-latent --out $(LATENT_RUN) --init $(LATENT_RUN)-ridges --steps $(LATENT_STEPS) \
@@ -60,4 +69,4 @@ clean: ## Remove minted data, Hydra run dirs, caches and bench results (keeps .v
 	rm -rf data outputs multirun .pytest_cache tests/bench/results/*.json
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
-.PHONY: help install dataset evaluate test test-all bench train-latent clean
+.PHONY: help install dataset evaluate test test-all bench calibrate-quality train-latent clean

@@ -18,6 +18,7 @@ has no such segment.
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -29,10 +30,13 @@ from evaluation.fingerprint_quality import FEEDBACK, assess_chunk, minutiae_chun
 from evaluation.metrics import score_summary
 from evaluation.parallel import chunked, map_chunks
 from evaluation.settings import (FINGERPRINT_PAIR_KINDS, QUALITY_LABEL, QUALITY_NOTES,
-                                 EvaluationSettings, bin_labels)
+                                 EvaluationSettings, bin_labels, quality_bin)
 from evaluation.slap_segments import BOX_COLUMNS
 
 QUALITY_TYPES = ("plain", "rolled")
+# The NFIQ 2 bins of the generator's `fingerprint.quality_mix` (fixed, whatever
+# quality_bin_edges the evaluation reports with).
+QUALITY_MIX_EDGES = (0, 20, 40, 60, 80, 100)
 # pair kind "<a>-<b>" of two impression types: the rarer capture type first (rolled-plain)
 _KIND_RANK = {"latent": 0, "slap": 1, "rolled": 2, "plain": 3}
 
@@ -79,6 +83,31 @@ def _quality_summary(quality: pd.DataFrame, segments: pd.DataFrame, s: Evaluatio
     return {"label": QUALITY_LABEL, "backend": s.quality_backend, "impression_type": top_type,
             **quality_figures(top, s.quality_bin_edges),
             "images_per_second": n_assessed / max(seconds, 1e-9), "by_type": by_type}
+
+
+def wanted_quality_mix(root: Path) -> list[float] | None:
+    """``fingerprint.quality_mix`` of the config in ``root/dataset.json`` (None when the
+    dataset has no such file, no such key, or an empty mix: a plain difficulty)."""
+    try:
+        config = json.loads((Path(root) / "dataset.json").read_text()).get("config") or {}
+        mix = [float(v) for v in (config.get("fingerprint") or {}).get("quality_mix") or []]
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+    return mix or None
+
+
+def quality_mix_check(quality: pd.DataFrame, wanted: list[float]) -> dict:
+    """Wanted vs achieved share of plain impressions per NFIQ 2 bin, and the largest
+    difference in percentage points (what quality_mix promises, measured)."""
+    plain = quality[quality["impression_type"] == "plain"] if len(quality) else quality
+    scores = plain["quality_score"].dropna() if len(plain) else pd.Series(dtype=float)
+    labels = bin_labels(QUALITY_MIX_EDGES)
+    counts = pd.Series([quality_bin(v, QUALITY_MIX_EDGES) for v in scores], dtype=object).value_counts()
+    achieved = [float(counts.get(b, 0)) / len(scores) if len(scores) else float("nan") for b in labels]
+    return {"bins": labels, "wanted": [float(v) for v in wanted], "achieved": achieved,
+            "n_images": int(len(scores)), "n_unscored": int(len(plain) - len(scores)),
+            "max_deviation_points": max(100.0 * abs(w - a) for w, a in zip(wanted, achieved))
+            if len(scores) else float("nan")}
 
 
 def _slap_summary(slaps: pd.DataFrame, boxes: pd.DataFrame) -> dict:
@@ -216,6 +245,9 @@ def evaluate_fingerprints(root: Path, fp: pd.DataFrame, pairs: pd.DataFrame,
                                           fp["impression_type"].value_counts().items()}}
     if len(quality) or len(segments):
         summary["quality"] = _quality_summary(quality, segments, s, quality_seconds)
+        wanted = wanted_quality_mix(root)
+        if wanted and len(quality):
+            summary["quality"]["quality_mix"] = quality_mix_check(quality, wanted)
     if len(slaps):
         summary["slaps"] = _slap_summary(slaps, boxes)
 

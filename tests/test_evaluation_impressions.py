@@ -37,8 +37,8 @@ def _settings():
     from generators.fingerprint import FingerprintSettings
 
     plain = FingerprintSettings(width=240, height=300, master_width=300, master_height=360,
-                                difficulty=0.1, partial_probability=0.0)
-    return plain, replace(plain, width=320, height=340, max_rotation=4.0)
+                                difficulty=0.1, profile="clean")
+    return plain, replace(plain, width=320, height=340, profile="clean")
 
 
 def make_prints(seed: int = 3) -> dict:

@@ -121,7 +121,11 @@ def test_the_residue_is_the_touch_s_ridges_where_they_transferred(masters):
         near = cv2.dilate(lat.mask.astype(np.uint8), np.ones((25, 25), np.uint8)) > 0
         assert lat.residue[~near].max() < 1e-3
         assert (lat.residue <= lat.ridges + 1e-4).all()
+        # the residue on the ridges is the ink times the drawn transfer, thinned by patches and by
+        # the region's feathered edge, so its mean scales with the transfer (ugly latents draw
+        # 0.3-0.6): over 49 unslipped latents (seeds 40-119) it measured 0.15-0.55, i.e.
+        # 0.41-0.63 x the transfer (0.48-0.64 with the previous, wider-ridged masters)
         inside = lat.mask & (lat.ridges > 0.5)
-        assert lat.residue[inside].mean() > 0.2
+        assert lat.residue[inside].mean() > 0.35 * lat.params["transfer"]
         checked += 1
     assert checked >= 2

@@ -54,8 +54,9 @@ class ImpressionGeometry:
         dx, dy = vx - self.finger_x, vy - self.finger_y
         return c * dx + s * dy + self.canvas_cx, -s * dx + c * dy + self.canvas_cy
 
-    def to_canvas(self, vx: np.ndarray, vy: np.ndarray, iterations: int = 6) -> tuple[np.ndarray, np.ndarray]:
-        """Master points -> canvas points by Newton's method on to_master (smooth, near-rigid)."""
+    def to_canvas(self, vx: np.ndarray, vy: np.ndarray, iterations: int = 3) -> tuple[np.ndarray, np.ndarray]:
+        """Master points -> canvas points by Newton's method on to_master (smooth, near-rigid):
+        from the rigid start, 3 iterations leave < 1e-4 px (measured on fvc2004 distortion)."""
         return invert_map(self.to_master, self.rigid_to_canvas, vx, vy, iterations)
 
     def pose_to_canvas(self, mx: np.ndarray, my: np.ndarray, angle: np.ndarray,
@@ -104,6 +105,9 @@ def pose_to_canvas(to_canvas, mx: np.ndarray, my: np.ndarray, angle: np.ndarray,
 
     The direction is the image of a short step along the master direction, so it follows
     the local rotation of the distortion as well as the global one."""
-    x, y = to_canvas(mx, my)
-    px, py = to_canvas(mx + step * np.cos(angle), my - step * np.sin(angle))
+    n = np.size(mx)
+    # the points and their direction steps in one call (half the Newton iterations' overhead)
+    ax, ay = to_canvas(np.concatenate([np.ravel(mx), np.ravel(mx + step * np.cos(angle))]),
+                       np.concatenate([np.ravel(my), np.ravel(my - step * np.sin(angle))]))
+    x, y, px, py = ax[:n], ay[:n], ax[n:], ay[n:]
     return x, y, np.mod(np.arctan2(-(py - y), px - x), 2.0 * np.pi)

@@ -17,12 +17,14 @@ import numpy as np
 from .distortion import ImpressionGeometry
 from .master import MasterPrint
 from .orientation_field import orientation_at
+from .quality_mix import resolve_difficulty
+from .profiles import PROFILES, ImpressionProfile, profile_named
+from .sensors import PLAIN_IMPRESSION_CODES, sensor_image
 from .settings import FingerprintSettings
 from .smooth_noise import smooth_noise
 
 ORIENTATION_BLOCK = 8   # Impression.orientation has one value per 8x8 block
 EDGE_MARGIN = 6         # px: ground-truth minutiae closer to the image border are dropped
-PLAIN_IMPRESSION_CODE = 0  # ANSI/NIST-ITL 1-2011 Table 7: live-scan plain
 
 
 @dataclass(frozen=True)
@@ -42,23 +44,24 @@ def _draw_geometry(settings: FingerprintSettings, master: MasterPrint, rng: np.r
     degrees; with probability `partial_probability` it also lands off-centre by 12-22 % of the
     canvas (partial placement: part of the fingertip leaves the sensor). The close-contact
     region of the distortion model sits where the finger touches, not at the canvas centre."""
+    prof = profile_named(settings.profile)
     cx, cy = master.centre
-    t = settings.max_translation
-    rot = np.deg2rad(np.clip(rng.normal(0.0, settings.max_rotation / 2.5), -settings.max_rotation, settings.max_rotation))
+    t = prof.max_translation
+    rot = np.deg2rad(np.clip(rng.normal(0.0, prof.max_rotation / 2.5), -prof.max_rotation, prof.max_rotation))
     dx = float(np.clip(rng.normal(0.0, t / 2.5), -t, t))
     dy = float(np.clip(rng.normal(0.0, t / 2.5), -t, t))
-    partial = rng.uniform() < settings.partial_probability
-    ang, mag = rng.uniform(0.0, 2.0 * np.pi), rng.uniform(0.12, 0.22)
+    partial = rng.uniform() < prof.partial_probability
+    ang, mag = rng.uniform(0.0, 2.0 * np.pi), rng.uniform(*prof.partial_offset)
     px = mag * settings.width * np.cos(ang) if partial else 0.0
     py = mag * settings.height * np.sin(ang) if partial else 0.0
-    drot = np.deg2rad(rng.uniform(-1.0, 1.0) * settings.distortion_max_rotation)
-    dmag = settings.distortion_max_translation * np.sqrt(rng.uniform())
+    drot = np.deg2rad(rng.uniform(-1.0, 1.0) * prof.distortion_max_rotation)
+    dmag = prof.distortion_max_translation * np.sqrt(rng.uniform())
     dang = rng.uniform(0.0, 2.0 * np.pi)
     return ImpressionGeometry(
         canvas_cx=settings.width / 2.0, canvas_cy=settings.height / 2.0,
         finger_x=cx + dx + px, finger_y=cy + dy + py, rotation=float(rot),
         contact_x=cx + dx + rng.normal(0.0, 10.0), contact_y=cy + dy + rng.normal(0.0, 10.0),
-        core_radius=rng.uniform(55.0, 85.0), transition=rng.uniform(90.0, 140.0),
+        core_radius=rng.uniform(*prof.distortion_core_radius), transition=rng.uniform(*prof.distortion_transition),
         distortion_rotation=float(drot), distortion_dx=float(dmag * np.cos(dang)),
         distortion_dy=float(dmag * np.sin(dang)),
     )
@@ -68,50 +71,61 @@ def _contact_ellipse(rng, settings: FingerprintSettings, geo: ImpressionGeometry
     """Elliptical contact area on the sensor, centred where the finger's contact core lands;
     more pressure, more area."""
     w, h = settings.width, settings.height
+    lo, hi = profile_named(settings.profile).contact_size
     ex, ey = geo.to_canvas(np.array([geo.contact_x]), np.array([geo.contact_y]))
+    size = rng.uniform(lo, hi)
     return {"contact_cx": float(ex[0] + rng.normal(0.0, 0.03 * w)),
             "contact_cy": float(ey[0] + rng.normal(0.0, 0.03 * h)),
-            "contact_rx": float(w * rng.uniform(0.36, 0.44) * (1.0 + 0.08 * pressure)),
-            "contact_ry": float(h * rng.uniform(0.38, 0.46) * (1.0 + 0.08 * pressure))}
+            "contact_rx": float(w * size * rng.uniform(0.95, 1.05) * (1.0 + 0.12 * pressure)),
+            "contact_ry": float(h * (size + 0.02) * rng.uniform(0.95, 1.05) * (1.0 + 0.12 * pressure))}
 
 
-def _skin_conditions(rng, difficulty: float) -> dict:
-    """Moisture (-1 dry .. +1 wet), pressure, ridge-edge irregularity and the noise budget.
+def _skin_conditions(rng, difficulty: float, profile: ImpressionProfile = PROFILES["default"]) -> dict:
+    """Moisture (-1 dry .. +1 wet), pressure, ridge-edge roughness and the noise budget.
 
-    Difficulty lowers the ridge/valley contrast and raises sensor noise and blur (the
-    factors the NFIQ 2 features respond to most), widens the moisture spread (more very dry
-    and very wet skin) and adds blobs and scratches. Ridge-edge irregularity (skin texture,
-    incipient breaks, pores) is present at every level because real ridges are never smooth.
+    The profile sets how far moisture and pressure stray (dry and wet skin at every quality
+    level); difficulty lowers contrast, raises blur and sensor noise, roughens and breaks
+    ridges more, and adds blobs and scratches (the factors the NFIQ 2 features respond to
+    most). Ridge edges are rough at every level because real ridges are never smooth.
     """
     d = float(difficulty)
     return {
-        "moisture": float(np.clip(rng.normal(0.0, 0.2 + 0.5 * d), -1.0, 1.0)),
-        "pressure": float(np.clip(rng.normal(0.0, 0.4), -1.0, 1.0)),
-        "contrast": float(rng.uniform(150.0, 180.0) * (1.0 - 0.66 * d)),
-        "background": float(rng.uniform(225.0, 250.0)),
-        "blur_sigma": float(rng.uniform(0.8, 1.0) + 1.2 * d * rng.uniform(0.5, 1.0)),
-        "noise_sigma": float(rng.uniform(3.0, 5.0) + 22.0 * d * rng.uniform(0.6, 1.0)),
-        "break_amount": float(rng.uniform(0.48, 0.6)),
-        "n_blobs": int(rng.poisson(1.0 + 8.0 * d)),
-        "n_scratches": int(rng.poisson(0.3 + 4.0 * d)),
+        "moisture": float(np.clip(rng.normal(0.0, profile.moisture_sd + profile.moisture_sd_per_difficulty * d), -1.0, 1.0)),
+        "pressure": float(np.clip(rng.normal(0.0, profile.pressure_sd), -1.0, 1.0)),
+        "contrast": float(rng.uniform(205.0, 235.0) * (1.0 - 0.5 * d)),
+        "background": float(rng.uniform(228.0, 250.0)),
+        "blur_sigma": float(rng.uniform(0.5, 0.8) + 1.1 * d * rng.uniform(0.5, 1.0)),
+        "noise_sigma": float(rng.uniform(1.5, 3.0) + 16.0 * d * rng.uniform(0.6, 1.0)),
+        "break_amount": float(rng.uniform(0.2, 0.32) + 0.35 * d),
+        "n_blobs": int(rng.poisson(0.5 + 6.0 * d)),
+        "n_scratches": int(rng.poisson(0.2 + 3.0 * d)),
     }
 
 
-def _blobs_and_scratches(rng, h: int, w: int, n_blobs: int, n_scratches: int) -> np.ndarray:
-    """Multiplicative ink loss [H, W] in [0, 1]: light blobs (no contact/grease) and scratches."""
-    loss = np.zeros((h, w), dtype=np.float32)
+def _blobs_and_scratches(rng, h: int, w: int, n_blobs: int, n_scratches: int) -> tuple[np.ndarray, np.ndarray]:
+    """Ink lost [H, W] (dry or greasy spots without contact, scratches on the platen) and ink
+    added (wet smears), both in [0, 1]. Spots are ragged, not ellipses: each is an ellipse
+    cut by a fine noise field; scratches are thin, sharp, slightly bent lines."""
+    lost = np.zeros((h, w), dtype=np.float32)
+    smear = np.zeros((h, w), dtype=np.float32)
     for _ in range(n_blobs):
         centre = (int(rng.uniform(0, w)), int(rng.uniform(0, h)))
         axes = (int(rng.uniform(6, 35)), int(rng.uniform(6, 35)))
-        cv2.ellipse(loss, centre, axes, float(rng.uniform(0, 180)), 0, 360, float(rng.uniform(0.4, 1.0)), -1)
+        target = smear if rng.uniform() < 0.35 else lost
+        cv2.ellipse(target, centre, axes, float(rng.uniform(0, 180)), 0, 360, float(rng.uniform(0.5, 1.0)), -1)
+    if n_blobs:
+        ragged = (smooth_noise(rng, h, w, cell=6.0) > -0.4).astype(np.float32)
+        lost = cv2.GaussianBlur(lost * ragged, (0, 0), 1.2)
+        smear = cv2.GaussianBlur(smear * ragged, (0, 0), 2.0)
     for _ in range(n_scratches):
-        p0 = (int(rng.uniform(0, w)), int(rng.uniform(0, h)))
-        ang, length = rng.uniform(0, np.pi), rng.uniform(40, 200)
-        p1 = (int(p0[0] + length * np.cos(ang)), int(p0[1] + length * np.sin(ang)))
-        cv2.line(loss, p0, p1, float(rng.uniform(0.6, 1.0)), int(rng.integers(1, 4)))
-    if n_blobs or n_scratches:
-        loss = cv2.GaussianBlur(loss, (0, 0), 2.0)
-    return 1.0 - np.clip(loss, 0.0, 1.0)
+        p0 = np.array([rng.uniform(0, w), rng.uniform(0, h)])
+        ang, length, bow = rng.uniform(0, np.pi), rng.uniform(40, 220), rng.normal(0.0, 0.08)
+        t = np.linspace(0.0, 1.0, 12)[:, None]
+        u, n = np.array([np.cos(ang), np.sin(ang)]), np.array([-np.sin(ang), np.cos(ang)])
+        pts = p0 + t * length * u + (bow * length * t * (1.0 - t)) * n
+        cv2.polylines(lost, [pts.round().astype(np.int32)[:, None, :]], False, float(rng.uniform(0.7, 1.0)),
+                      int(rng.integers(1, 3)), cv2.LINE_AA)
+    return np.clip(lost, 0.0, 1.0), np.clip(smear, 0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -127,61 +141,75 @@ class InkLayer:
 
 def ink_layer(master: MasterPrint, coarse_x: np.ndarray, coarse_y: np.ndarray, coarse_rim: np.ndarray,
               cond: dict, rng: np.random.Generator, h: int, w: int, field_of=None) -> InkLayer:
-    """Remap the master's ridges through the impression map and turn them into ink.
+    """Remap the master's ridges and skin features through the impression map and turn them
+    into ink.
 
     coarse_x/coarse_y/coarse_rim are sampled on the 8x8 block grid with one extra ring (see
     _coarse_map); coarse_rim is the contact strength before clipping (> 1 inside, 0.5 at the
     contact rim). Smooth quantities are interpolated together with one resize: the map, the
     rim, the finger silhouette, a slow ridge-thickness drift and the background's shading.
-    `field_of(maps) -> field [H, W]` replaces the plain remap of the ridges (rolled prints use
-    it for slip smear)."""
+    `field_of(maps) -> field [H, W]` replaces the plain remap of the printing surface (rolled
+    prints use it for slip smear)."""
     b = ORIENTATION_BLOCK
     ny, nx = coarse_x.shape
     finger = cv2.remap(master.mask, coarse_x, coarse_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
     drift = 0.15 * smooth_noise(rng, ny, nx, cell=60.0 / b)
     shade = 6.0 * smooth_noise(rng, ny, nx, cell=120.0 / b)
-    coarse = np.dstack([coarse_x, coarse_y, coarse_rim.astype(np.float32), finger, drift, shade])
-    dense = cv2.resize(coarse, (nx * b, ny * b), interpolation=cv2.INTER_LINEAR)[b:b + h, b:b + w]
-    maps = np.ascontiguousarray(dense[..., :2])
+    # the map and the other smooth fields in two resizes: the map comes out contiguous, as
+    # remap wants it, without a copy; the resized canvas has one block more on every side
+    grid = (nx * b, ny * b)
+    maps = cv2.resize(np.dstack([coarse_x, coarse_y]), grid, interpolation=cv2.INTER_LINEAR)[b:b + h, b:b + w]
+    maps = np.ascontiguousarray(maps) if not maps.flags.c_contiguous else maps
+    coarse = np.dstack([coarse_rim.astype(np.float32), finger, drift, shade])
+    dense = cv2.resize(coarse, grid, interpolation=cv2.INTER_LINEAR)[b:b + h, b:b + w]
     if field_of is None:
-        field = cv2.remap(master.ridges, maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=-1.0)
+        field = cv2.remap(master.surface, maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=-1.0)
     else:
         field = field_of(maps)
-    touch = np.clip(dense[..., 2], 0.0, 1.0) * np.clip(dense[..., 3], 0.0, 1.0)
+    # the contact rim is not a clean ellipse: it wanders on the scale of a few ridges
+    rim = dense[..., 0] + 0.25 * smooth_noise(rng, h, w, cell=18.0)
+    touch = np.clip(rim, 0.0, 1.0) * np.clip(dense[..., 1], 0.0, 1.0)
+    fade = np.clip(touch * 1.6 - 0.2, 0.0, 1.0)
 
-    # Ridge thickness: ridges are where the ridge field exceeds a threshold. Wet skin or high
-    # pressure lowers it (thick ridges, valleys merge), dry skin raises it and makes it vary
-    # quickly in space (thin, broken ridges) - the threshold form of SFinGe's erosion/dilation.
-    wet = cond["moisture"] + 0.3 * cond["pressure"]
-    threshold = dense[..., 4] + (-0.45 * wet) + cond["break_amount"] * smooth_noise(rng, h, w, cell=7.0)
-    if cond["moisture"] < 0.0:
-        threshold += (-0.5 * cond["moisture"]) * np.abs(smooth_noise(rng, h, w, cell=4.0))
+    # Ridge thickness: ridges are where the ridge field exceeds a threshold (the threshold form
+    # of SFinGe's erosion/dilation). Wet skin or high pressure lowers it (thick ridges, valleys
+    # merge); dry skin raises it and makes it vary quickly in space (thin, broken, beaded
+    # ridges). Edge roughness acts at two scales: the ridge's ragged edge (~2.5 px) and its
+    # uneven width along its length (~7 px).
+    moisture = cond["moisture"]
+    wet = moisture + 0.3 * cond["pressure"]
+    fine = smooth_noise(rng, h, w, cell=2.5)
+    rough = cond["break_amount"] * (0.6 * fine + 0.8 * smooth_noise(rng, h, w, cell=7.0))
+    threshold = dense[..., 2] + (0.18 - 0.45 * wet) + rough
+    if moisture < 0.0:
+        # dry skin: the threshold rises in grains, so ridges break into beads and dots
+        threshold += (-0.9 * moisture) * np.abs(fine)
+    # toward the rim of the contact area only the ridge tops still touch: ridges thin out and
+    # break before they vanish
+    threshold += 1.2 * (1.0 - fade)
     ink = np.clip((field - threshold) * (1.0 / 0.35) + 0.5, 0.0, 1.0)
-    # less pressure toward the rim of the contact area: ridges fade out
-    ink *= np.clip(touch * 1.6 - 0.2, 0.0, 1.0)
+    if wet > 0.35:
+        # wet skin: sweat bridges the valleys between neighbouring ridges in patches
+        bridges = np.clip(smooth_noise(rng, h, w, cell=10.0) + (wet - 0.35) * 2.5 - 1.0, 0.0, 1.0)
+        ink = np.maximum(ink, bridges * cv2.GaussianBlur(ink, (0, 0), 1.6) * 1.4)
+    ink *= np.sqrt(fade)
     if cond["n_blobs"] or cond["n_scratches"]:
-        ink *= _blobs_and_scratches(rng, h, w, cond["n_blobs"], cond["n_scratches"])
-    return InkLayer(ink.astype(np.float32, copy=False), touch, np.ascontiguousarray(dense[..., 5]), coarse_x, coarse_y)
-
-
-def live_scan_image(ink: np.ndarray, shade: np.ndarray, cond: dict, rng: np.random.Generator) -> np.ndarray:
-    """A live-scan sensor's view [H, W] uint8 of the ink: shaded background, dark ridges, optics
-    blur and sensor noise."""
-    h, w = ink.shape
-    grey = (cond["background"] + shade) - cond["contrast"] * ink
-    grey = cv2.GaussianBlur(grey, (0, 0), cond["blur_sigma"])
-    grey += cond["noise_sigma"] * rng.standard_normal((h, w), dtype=np.float32)
-    return np.clip(np.rint(grey), 0, 255).astype(np.uint8)
+        lost, smear = _blobs_and_scratches(rng, h, w, cond["n_blobs"], cond["n_scratches"])
+        ink = np.maximum(ink * (1.0 - lost), smear * fade * 0.85)
+    ink = np.clip(ink, 0.0, 1.0)
+    return InkLayer(ink.astype(np.float32, copy=False), touch, np.ascontiguousarray(dense[..., 3]), coarse_x, coarse_y)
 
 
 def make_impression(master: MasterPrint, settings: FingerprintSettings, rng: np.random.Generator) -> Impression:
     """One impression [settings.height, settings.width] uint8 of `master`, and its ground truth."""
+    settings = resolve_difficulty(settings, rng)     # quality_mix: this impression's difficulty
     h, w = settings.height, settings.width
+    profile = profile_named(settings.profile)
     geo = _draw_geometry(settings, master, rng)
-    cond = _skin_conditions(rng, settings.difficulty)
+    cond = _skin_conditions(rng, settings.difficulty, profile)
     ell = _contact_ellipse(rng, settings, geo, cond["pressure"])
     layer = plain_ink(master, geo, ell, cond, rng, h, w)
-    image = live_scan_image(layer.ink, layer.shade, cond, rng)
+    image = sensor_image(settings.sensor, layer.ink, layer.touch, layer.shade, cond, rng, settings.difficulty)
     contact_mask = layer.touch > 0.5
     minutiae = _minutiae_to_canvas(master, geo, contact_mask)
     orientation = _orientation_blocks(master, layer.coarse_x, layer.coarse_y, h, w)
@@ -197,8 +225,11 @@ def make_impression(master: MasterPrint, settings: FingerprintSettings, rng: np.
         "n_minutiae": int(len(minutiae)),
         "n_cores": len(sing["cores"]),
         "n_deltas": len(sing["deltas"]),
-        "rendering": "live_scan",
-        "ansi_nist_impression_code": PLAIN_IMPRESSION_CODE,
+        "n_creases": master.skin.n_creases,
+        "n_scars": master.skin.n_scars,
+        "rendering": settings.sensor,
+        "profile": settings.profile,
+        "ansi_nist_impression_code": PLAIN_IMPRESSION_CODES[settings.sensor],
     }
     return Impression(image, params, minutiae, orientation, sing, contact_mask)
 

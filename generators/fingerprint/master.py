@@ -14,10 +14,14 @@ from .ridge_frequency import ridge_period_grid
 from .ridge_growth import filter_weights, gabor_bank, grow_ridges
 from .settings import FingerprintSettings
 from .singularities import SingularLayout, draw_class, place_singularities
+from .skin_features import SkinFeatures, draw_skin_features
 
 GROWTH_STEP = 2     # ridges grow at half resolution (period 9-11 px -> 4.5-5.5 px)
-KERNEL_SIZE = 9     # Gabor support at half resolution: ~2 ridge periods
+KERNEL_SIZE = 11    # Gabor support at half resolution: ~2.3 ridge periods (the envelope is elongated)
 BORDER_MARGIN = 14  # px: skeleton endings this close to the silhouette are cuts, not minutiae
+# the ridge field level whose skeleton is the ground truth: impressions print a ridge where the
+# field exceeds ~0.18 on average (impression.ink_layer), so its endings and forks sit there
+GT_LEVEL = 0.18
 
 
 @dataclass(frozen=True)
@@ -26,7 +30,7 @@ class MasterPrint:
 
     finger_class: str
     finger_position: int
-    ridges: np.ndarray        # [Hm, Wm] float32 in [-1, 1]; > 0 on ridges
+    ridges: np.ndarray        # [Hm, Wm] float32 in [-1, 1]; > 0 on ridges (the ground truth's pattern)
     mask: np.ndarray          # [Hm, Wm] float32 silhouette in [0, 1]
     orientation: np.ndarray   # [Hm/2, Wm/2] float32 ridge orientation (rad, ISO convention, [0, pi))
     period: np.ndarray        # [Hm/2, Wm/2] float32 ridge period (master px)
@@ -34,6 +38,8 @@ class MasterPrint:
     layout: SingularLayout    # class, cores, deltas, Vizcaya-Gerhardt corrections
     growth_iterations: int
     shape: FingerShape        # the silhouette's parameters (rolled prints unwrap it nail to nail)
+    skin: SkinFeatures        # counts of pores, creases, scars
+    surface: np.ndarray       # [Hm, Wm] float32: ridges with pores, incipient ridges, creases, scars: what prints
 
     @property
     def cores(self) -> np.ndarray:
@@ -60,6 +66,7 @@ class _Plan:
     theta: np.ndarray
     period: np.ndarray
     init: np.ndarray
+    skin_seed: int            # the skin features are drawn after growth, from their own stream
 
 
 def _bank_periods(settings: FingerprintSettings) -> np.ndarray:
@@ -78,7 +85,8 @@ def _plan(settings: FingerprintSettings, finger_position: int, rng: np.random.Ge
     period = ridge_period_grid(rng, layout, h2, w2, GROWTH_STEP, settings.ridge_period)
     theta = orientation_grid(layout, h2, w2, GROWTH_STEP)
     init = rng.standard_normal((h2, w2)).astype(np.float32)
-    return _Plan(cls, int(finger_position), layout, shape, silhouette(shape, hm, wm), theta, period, init)
+    skin_seed = int(rng.integers(0, 2 ** 63 - 1))
+    return _Plan(cls, int(finger_position), layout, shape, silhouette(shape, hm, wm), theta, period, init, skin_seed)
 
 
 def _finish(plan: _Plan, grown: torch.Tensor, iterations: int) -> MasterPrint:
@@ -88,21 +96,24 @@ def _finish(plan: _Plan, grown: torch.Tensor, iterations: int) -> MasterPrint:
     def orientation(x, y):
         return orientation_at(layout, x, y)
 
-    minutiae = extract_minutiae(ridges, valid_region(plan.mask, BORDER_MARGIN), orientation)
+    minutiae = extract_minutiae(ridges - GT_LEVEL, valid_region(plan.mask, BORDER_MARGIN), orientation)
+    surface, skin = draw_skin_features(np.random.default_rng(plan.skin_seed), ridges, plan.mask, plan.shape,
+                                       float(np.median(plan.period)))
     return MasterPrint(plan.finger_class, plan.finger_position, ridges, plan.mask, plan.theta,
-                       plan.period, minutiae, layout, int(iterations), plan.shape)
+                       plan.period, minutiae, layout, int(iterations), plan.shape, skin, surface)
 
 
 def _grow(settings: FingerprintSettings, plans: list[_Plan], device) -> tuple[torch.Tensor, torch.Tensor]:
     periods = _bank_periods(settings)
-    bank = gabor_bank(settings.growth_orientations, periods, KERNEL_SIZE).to(device)
-    weights = np.stack([filter_weights(p.theta, p.period / GROWTH_STEP, settings.growth_orientations, periods)
-                        for p in plans])
+    bank = gabor_bank(settings.growth_orientations, periods, KERNEL_SIZE, settings.growth_anisotropy).to(device)
+    chosen = [filter_weights(p.theta, p.period / GROWTH_STEP, settings.growth_orientations, periods) for p in plans]
+    index = torch.from_numpy(np.stack([c[0] for c in chosen])).to(device)
+    weights = torch.from_numpy(np.stack([c[1] for c in chosen])).to(device)
     init = np.stack([p.init for p in plans])[:, None]
-    x, used = grow_ridges(torch.from_numpy(init).to(device), torch.from_numpy(weights).to(device), bank,
+    x, used = grow_ridges(torch.from_numpy(init).to(device), index, weights, bank,
                           min_iterations=settings.growth_min_iterations,
                           max_iterations=settings.growth_max_iterations,
-                          tolerance=settings.growth_tolerance)
+                          tolerance=settings.growth_tolerance, bias=settings.growth_bias)
     # back to full resolution: the half-resolution pattern is band-limited well below its
     # Nyquist rate (period >= 4 px), so bicubic interpolation reconstructs it smoothly
     full = F.interpolate(x, scale_factor=GROWTH_STEP, mode="bicubic", align_corners=False)

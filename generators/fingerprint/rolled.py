@@ -26,13 +26,19 @@ import numpy as np
 
 from .distortion import invert_map, plastic_distortion, pose_to_canvas
 from .impression import (ORIENTATION_BLOCK, Impression, _coarse_map, _minutiae_to_canvas, _orientation_blocks,
-                         _points_to_canvas, _skin_conditions, ink_layer, live_scan_image)
+                         _points_to_canvas, _skin_conditions, ink_layer)
 from .master import MasterPrint
+from .profiles import profile_named
+from .sensors import sensor_image
 from .settings import FingerprintSettings
 from .smooth_noise import smooth_noise
 
+# px: an operator centres the finger in the rolled box, whatever the plain-capture profile
+ROLLED_MAX_TRANSLATION = 25.0
+
 # ANSI/NIST-ITL 1-2011 Table 7 impression codes of the two renderings
-ROLLED_IMPRESSION_CODES = {"live_scan": 1, "ink": 3}
+# ANSI/NIST-ITL 1-2011 Table 7: live-scan rolled 1, nonlive-scan (ink card) rolled 3
+ROLLED_IMPRESSION_CODES = {"optical": 1, "capacitive": 1, "ink": 3}
 
 
 @dataclass(frozen=True)
@@ -101,7 +107,7 @@ def _draw_roll(settings: FingerprintSettings, master: MasterPrint, rng: np.rando
     # silhouette) closes the print at the top
     bottom_cut = bottom - height * rng.uniform(0.16, 0.26)
     axis_y = 0.5 * (top + bottom_cut)
-    t = settings.max_translation
+    t = ROLLED_MAX_TRANSLATION
     geo = RollGeometry(
         canvas_cx=w / 2.0 + float(np.clip(rng.normal(0.0, t / 2.5), -t, t)),
         canvas_cy=h / 2.0 + float(np.clip(rng.normal(0.0, t / 2.5), -t, t)),
@@ -110,9 +116,9 @@ def _draw_roll(settings: FingerprintSettings, master: MasterPrint, rng: np.rando
         contact_x=float(master.centre[0] + rng.normal(0.0, 10.0)),
         contact_y=float(master.centre[1] + rng.normal(0.0, 10.0)),
         core_radius=float(rng.uniform(80.0, 120.0)), transition=float(rng.uniform(110.0, 170.0)),
-        distortion_rotation=float(np.deg2rad(rng.uniform(-1.0, 1.0) * settings.distortion_max_rotation)),
-        distortion_dx=float(settings.distortion_max_translation * rng.uniform(-1.0, 1.0)),
-        distortion_dy=float(0.5 * settings.distortion_max_translation * rng.uniform(-1.0, 1.0)),
+        distortion_rotation=float(np.deg2rad(rng.uniform(-1.0, 1.0) * profile_named(settings.profile).distortion_max_rotation)),
+        distortion_dx=float(profile_named(settings.profile).distortion_max_translation * rng.uniform(-1.0, 1.0)),
+        distortion_dy=float(0.5 * profile_named(settings.profile).distortion_max_translation * rng.uniform(-1.0, 1.0)),
     )
     extent = {"bottom": float(bottom_cut), "phi_max": float(phi_max)}
     return geo, extent
@@ -158,48 +164,30 @@ def _slip_field(master: MasterPrint, slip: dict, w: int):
     weight = np.clip(np.minimum(x - lo, hi - x) / 20.0 + 0.5, 0.0, 1.0)[None, :]
 
     def field_of(maps: np.ndarray) -> np.ndarray:
-        field = cv2.remap(master.ridges, maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=-1.0)
+        field = cv2.remap(master.surface, maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=-1.0)
         shifted_maps = maps.copy()
         shifted_maps[..., 0] += slip["slip_shift_px"]
-        shifted = cv2.remap(master.ridges, shifted_maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+        shifted = cv2.remap(master.surface, shifted_maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                             borderValue=-1.0)
         return field + weight * (np.maximum(field, shifted) - field)
 
     return field_of
 
 
-def ink_card_image(ink: np.ndarray, shade: np.ndarray, cond: dict, rng: np.random.Generator,
-                   difficulty: float) -> np.ndarray:
-    """Ink on a ten-print card, scanned [H, W] uint8: near-white paper with fibre texture,
-    blotchy ink density, over-inked clumps that fill valleys, crisp edges (little blur) and
-    low scanner noise; dark ridges reach near-black where the ink is thick."""
-    h, w = ink.shape
-    d = float(difficulty)
-    paper = rng.uniform(238.0, 252.0) + 0.5 * shade + 2.5 * smooth_noise(rng, h, w, cell=3.0)
-    density = np.clip(0.9 + 0.22 * smooth_noise(rng, h, w, cell=35.0), 0.35, 1.0)
-    clumps = np.clip(smooth_noise(rng, h, w, cell=18.0) - 1.4, 0.0, 1.0) * (0.6 + 0.8 * d)
-    inked = np.clip(ink * density * 1.15 + clumps * np.clip(ink * 4.0, 0.0, 1.0), 0.0, 1.0)
-    grey = paper - rng.uniform(205.0, 225.0) * (1.0 - 0.5 * d) * inked
-    grey = cv2.GaussianBlur(grey.astype(np.float32), (0, 0), float(rng.uniform(0.6, 0.9)))
-    grey += float(rng.uniform(2.0, 4.0) + 6.0 * d) * rng.standard_normal((h, w), dtype=np.float32)
-    return np.clip(np.rint(grey), 0, 255).astype(np.uint8)
-
-
 def make_rolled_impression(master: MasterPrint, settings: FingerprintSettings, rng: np.random.Generator) -> Impression:
     """One rolled impression [settings.rolled_height, settings.rolled_width] uint8 of `master`."""
     h, w = settings.rolled_height, settings.rolled_width
     geo, extent = _draw_roll(settings, master, rng)
-    cond = _skin_conditions(rng, settings.difficulty)
-    rendering = "ink" if rng.uniform() < settings.rolled_ink_probability else "live_scan"
+    profile = profile_named(settings.profile)
+    cond = _skin_conditions(rng, settings.difficulty, profile)
+    # an inked card, else the live-scan of the settings' sensor (a card when that is ink)
+    rendering = "ink" if rng.uniform() < settings.rolled_ink_probability or settings.sensor == "ink" else settings.sensor
     slip = _slip(rng, settings, geo, master)
     coarse_x, coarse_y = _coarse_map(geo, h, w)
     rim = _roll_rim(geo, master, extent, coarse_x, coarse_y, rng)
     field_of = _slip_field(master, slip, w) if slip["slip_shift_px"] else None
     layer = ink_layer(master, coarse_x, coarse_y, rim, cond, rng, h, w, field_of=field_of)
-    if rendering == "ink":
-        image = ink_card_image(layer.ink, layer.shade, cond, rng, settings.difficulty)
-    else:
-        image = live_scan_image(layer.ink, layer.shade, cond, rng)
+    image = sensor_image(rendering, layer.ink, layer.touch, layer.shade, cond, rng, settings.difficulty)
 
     contact = layer.touch > 0.5
     minutiae = _minutiae_to_canvas(master, geo, contact)
@@ -228,7 +216,10 @@ def make_rolled_impression(master: MasterPrint, settings: FingerprintSettings, r
         "n_minutiae": int(len(minutiae)),
         "n_cores": len(sing["cores"]),
         "n_deltas": len(sing["deltas"]),
+        "n_creases": master.skin.n_creases,
+        "n_scars": master.skin.n_scars,
         "rendering": rendering,
+        "profile": settings.profile,
         "ansi_nist_impression_code": ROLLED_IMPRESSION_CODES[rendering],
         "roll_angle_deg": float(np.rad2deg(extent["phi_max"])),
         "roll_radius": geo.radius,

@@ -45,18 +45,23 @@ class FingerprintSettings:
     # 1.2 in at 500 dpi), so that rolled impressions have surface to unwrap
     master_width: int = 600
     master_height: int = 600
-    ridge_period: tuple[float, float] = (9.0, 11.0)  # range of the mean ridge period (px)
+    # range of the mean ridge period (px): with the density bumps above the core and below the
+    # deltas, impressions measure ~9.5 px by FFT peak (evaluation/print_statistics.py), as real
+    # 500-ppi prints do (8.8-10 px)
+    ridge_period: tuple[float, float] = (7.6, 9.2)
     growth_orientations: int = 8          # orientations of the Gabor bank
+    growth_anisotropy: float = 2.0        # envelope length along the ridge / across (ridge_growth.py)
+    growth_bias: float = 0.0              # > 0: grown ridges narrower than valleys, more endings than forks
+                                          # (impressions already print ridges thinner: ink_layer)
     growth_periods: int = 2               # periods of the Gabor bank
     growth_max_iterations: int = 12       # cap: from noise, ~1.1 % still change at iteration 12
     growth_min_iterations: int = 6
     growth_tolerance: float = 0.01        # stop when < 1 % of pixels change sign (SFinGe)
-    # impressions
-    max_rotation: float = 15.0            # |global rotation| bound (deg)
-    max_translation: float = 25.0         # |shift of the finger centre| bound (px)
-    partial_probability: float = 0.1      # chance that the finger lands off-centre (partial print)
-    distortion_max_rotation: float = 4.0  # plastic distortion: rigid outer-region rotation bound (deg)
-    distortion_max_translation: float = 10.0  # ... and translation bound (px)
+    # impressions: how much they differ (profiles.py), the sensor that takes them (sensors.py),
+    # and optionally the wanted share of each NFIQ 2 bin (quality_mix.py; empty: use difficulty)
+    profile: str = "default"              # clean | default | fvc2004
+    sensor: str = "optical"               # optical | capacitive | ink
+    quality_mix: tuple[float, ...] = ()   # fractions of impressions in NFIQ 2 bins 0-20, 21-40, 41-60, 61-80, 81-100
     # rolled impressions (ANSI/NIST-ITL rolled box 1.6 x 1.5 in)
     rolled_width: int = 800
     rolled_height: int = 750
@@ -81,8 +86,18 @@ class FingerprintSettings:
         lo, hi = self.ridge_period
         if not 5.0 <= lo <= hi <= 20.0:
             raise ValueError(f"ridge_period must satisfy 5 <= low <= high <= 20, got {self.ridge_period}")
-        if not 0.0 <= float(self.partial_probability) <= 1.0:
-            raise ValueError(f"partial_probability must be in [0, 1], got {self.partial_probability}")
+        from .profiles import PROFILES
+        from .sensors import SENSORS
+
+        if self.profile not in PROFILES:
+            raise ValueError(f"unknown profile {self.profile!r}; use one of {sorted(PROFILES)}")
+        if self.sensor not in SENSORS:
+            raise ValueError(f"unknown sensor {self.sensor!r}; use one of {sorted(SENSORS)}")
+        if self.quality_mix:
+            mix = [float(v) for v in self.quality_mix]
+            if len(mix) != 5 or any(v < 0 for v in mix) or not 0.99 <= sum(mix) <= 1.01:
+                raise ValueError("quality_mix needs 5 non-negative fractions (NFIQ 2 bins 0-20, 21-40, 41-60, "
+                                 f"61-80, 81-100) that sum to 1, got {list(self.quality_mix)}")
         if self.dpi <= 0:
             raise ValueError(f"dpi must be positive, got {self.dpi}")
         if self.growth_orientations < 4 or self.growth_periods < 1:
@@ -98,6 +113,10 @@ class FingerprintSettings:
         if self.slap_width < 2 * self.width or self.slap_height < self.height:
             raise ValueError(f"slap canvas {self.slap_width}x{self.slap_height} must be at least two plain "
                              f"canvases wide and one tall ({2 * self.width}x{self.height})")
+        if not 1.0 <= float(self.growth_anisotropy) <= 4.0:
+            raise ValueError(f"growth_anisotropy must be in [1, 4], got {self.growth_anisotropy}")
+        if not -0.5 <= float(self.growth_bias) <= 0.5:
+            raise ValueError(f"growth_bias must be in [-0.5, 0.5], got {self.growth_bias}")
         if not 1 <= self.growth_min_iterations <= self.growth_max_iterations:
             raise ValueError("need 1 <= growth_min_iterations <= growth_max_iterations")
 

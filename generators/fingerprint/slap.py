@@ -20,8 +20,10 @@ import cv2
 import numpy as np
 
 from .distortion import ImpressionGeometry
-from .impression import EDGE_MARGIN, ORIENTATION_BLOCK, _contact_ellipse, _minutiae_to_canvas, _points_to_canvas, _skin_conditions, live_scan_image, plain_ink
+from .impression import EDGE_MARGIN, ORIENTATION_BLOCK, _contact_ellipse, _minutiae_to_canvas, _points_to_canvas, _skin_conditions, plain_ink
 from .master import MasterPrint
+from .profiles import profile_named
+from .sensors import sensor_image
 from .settings import FingerprintSettings
 from .smooth_noise import smooth_noise
 
@@ -114,7 +116,8 @@ def make_slap(masters: dict[int, MasterPrint], slap_position: int, settings: Fin
         raise ValueError(f"slap {slap_position} needs a master of one of fingers {SLAP_FINGERS[slap_position]}")
     H, W = settings.slap_height, settings.slap_width
     th, tw = settings.height, settings.width
-    cond = _skin_conditions(rng, settings.difficulty)
+    profile = profile_named(settings.profile)
+    cond = _skin_conditions(rng, settings.difficulty, profile)
     layout, hand = _finger_layout(slap_position, fingers, settings, rng)
     ink = np.zeros((H, W), np.float32)
     touch = np.zeros((H, W), np.float32)
@@ -130,9 +133,9 @@ def make_slap(masters: dict[int, MasterPrint], slap_position: int, settings: Fin
             finger_x=mx + rng.normal(0.0, 8.0), finger_y=my + rng.normal(0.0, 8.0), rotation=lean,
             contact_x=mx + rng.normal(0.0, 10.0), contact_y=my + rng.normal(0.0, 10.0),
             core_radius=rng.uniform(55.0, 85.0), transition=rng.uniform(90.0, 140.0),
-            distortion_rotation=float(np.deg2rad(rng.uniform(-1.0, 1.0) * settings.distortion_max_rotation)),
-            distortion_dx=float(settings.distortion_max_translation * rng.uniform(-1.0, 1.0) / np.sqrt(2)),
-            distortion_dy=float(settings.distortion_max_translation * rng.uniform(-1.0, 1.0) / np.sqrt(2)),
+            distortion_rotation=float(np.deg2rad(rng.uniform(-1.0, 1.0) * profile_named(settings.profile).distortion_max_rotation)),
+            distortion_dx=float(profile_named(settings.profile).distortion_max_translation * rng.uniform(-1.0, 1.0) / np.sqrt(2)),
+            distortion_dy=float(profile_named(settings.profile).distortion_max_translation * rng.uniform(-1.0, 1.0) / np.sqrt(2)),
         )
         ell = _contact_ellipse(rng, settings, geo, finger_cond["pressure"])
         layer = plain_ink(master, geo, ell, finger_cond, rng, th, tw)
@@ -148,7 +151,8 @@ def make_slap(masters: dict[int, MasterPrint], slap_position: int, settings: Fin
 
     shade_coarse = 6.0 * smooth_noise(rng, H // ORIENTATION_BLOCK + 1, W // ORIENTATION_BLOCK + 1, cell=120.0 / ORIENTATION_BLOCK)
     shade = cv2.resize(shade_coarse, (W, H), interpolation=cv2.INTER_LINEAR)
-    image = live_scan_image(ink, shade, cond, rng)
+    sensor = "optical" if settings.sensor == "ink" else settings.sensor   # slaps are live-scans
+    image = sensor_image(sensor, ink, touch, shade, cond, rng, settings.difficulty)
     segments = [_segment(finger, master, geo, layer, x0, y0, W, H) for finger, master, geo, layer, x0, y0 in placed]
     params = {
         "finger_class": None,
@@ -159,7 +163,8 @@ def make_slap(masters: dict[int, MasterPrint], slap_position: int, settings: Fin
         "n_minutiae": int(sum(len(s.minutiae) for s in segments)),
         "n_cores": int(sum(len(s.cores) for s in segments)),
         "n_deltas": int(sum(len(s.deltas) for s in segments)),
-        "rendering": "live_scan",
+        "rendering": sensor,
+        "profile": settings.profile,
         "ansi_nist_impression_code": SLAP_IMPRESSION_CODE,
     }
     return Slap(image, slap_position, segments, params, touch > 0.5)

@@ -14,4 +14,6 @@ def smooth_noise(rng: np.random.Generator, height: int, width: int, cell: float)
     gh = max(2, int(np.ceil(height / cell)) + 1)
     gw = max(2, int(np.ceil(width / cell)) + 1)
     coarse = rng.standard_normal((gh, gw)).astype(np.float32)
-    return cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
+    # below ~4 px the field is grain: linear interpolation looks the same and costs 2/3
+    interpolation = cv2.INTER_LINEAR if cell <= 4.0 else cv2.INTER_CUBIC
+    return cv2.resize(coarse, (width, height), interpolation=interpolation)

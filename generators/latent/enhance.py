@@ -28,9 +28,11 @@ both (Hong, Wan & Jain 1998; Handbook of Fingerprint Recognition, ch. 3):
    domain: one FFT of the reflect-padded image and one inverse FFT per orientation, cheaper
    than as many cv2.filter2D calls (each transforms the image again). Each pixel blends the
    responses of the two orientations nearest its own.
-6. Polarity: ridges carry the developed residue, valleys show the bare surface, so the ridge
-   phase is the one whose grey departs more from the surface's, interpolated under the mask
-   from the outside (so a lighting gradient does not decide). An empty mask reports +1.
+6. Polarity: ridges carry the developed residue, valleys the bare surface, and the residue
+   varies over a touch (patchy transfer, the region's fading edge, pores, breaks) while the
+   surface does not: the ridge phase is the one whose local grey level varies more under the
+   mask. No surface level is needed, so neither a lighting gradient nor a ridge-like texture
+   filling the mask decides, whatever the ridges' width. An empty mask reports +1.
 7. ridges = a logistic squash of the polarity-corrected response over its local RMS, times
    the mask (0 outside).
 
@@ -337,25 +339,26 @@ def foreground_mask(amplitude: np.ndarray, share: np.ndarray, coherence: np.ndar
 
 
 def ridge_polarity(grey: np.ndarray, response: np.ndarray, mask: np.ndarray, block: int) -> int:
-    """+1 if ridges are dark, else -1: the ridge phase is the one whose grey level departs
-    more from the bare surface's. The surface's grey under the mask is interpolated from the
-    outside (normalised convolution over 4 blocks), so lighting gradients larger than the
-    ridge contrast do not decide; where the mask leaves too little outside, the whole image's
-    median stands in. Both flip with the image, so 255 - image gets the opposite polarity."""
+    """+1 if ridges are dark, else -1: the ridge phase is the one whose local grey level varies
+    more under the mask. A phase's level is the mean grey of its pixels (response beyond 0.3 x
+    its local RMS) over a Gaussian of one block; its variation, the mean square under the mask
+    of that level less its own mean over 2 blocks (lighting and slow shading drop out).
+
+    The rule this replaces took the phase departing more from the bare surface interpolated
+    from outside the mask: where a ridge-like texture (wood grain) fills the mask, which
+    narrow ridges make likelier (their fundamental is weaker), that surface is a guess, and
+    narrow blurred ridges depart from it less than wide valleys, so the guess decided.
+    Measured on 190 procedural latents of all classes: 174 right before, 186 now (the misses:
+    ugly latents on wood). 255 - image swaps and mirrors the two levels, so it flips the sign."""
     if not mask.any():
         return 1
-    outside = (~mask).astype(np.float32)
-    sigma = 4.0 * block
-    weight = _blur_coarse(outside, sigma, 4)
-    smooth = cv2.GaussianBlur(grey, (0, 0), 1.0)
-    surface = _blur_coarse(smooth * outside, sigma, 4) / np.maximum(weight, 1e-3)
-    surface = np.where(weight > 0.05, surface, float(np.median(smooth)))
-    departure = smooth - surface
-    scale = float(np.sqrt(np.mean(response[mask] ** 2))) + 1e-6
-    bright, dark = mask & (response > 0.5 * scale), mask & (response < -0.5 * scale)
-    if not bright.any() or not dark.any():
-        return 1
-    return 1 if abs(float(np.median(departure[dark]))) >= abs(float(np.median(departure[bright]))) else -1
+    local = np.sqrt(_blur_coarse(response * response, float(block), 4)) + 1e-6
+    variation = []
+    for phase in (response < -0.3 * local, response > 0.3 * local):      # dark, bright
+        phase = phase.astype(np.float32)
+        level = _blur_coarse(grey * phase, float(block), 4) / np.maximum(_blur_coarse(phase, float(block), 4), 1e-3)
+        variation.append(float(np.mean((level - _blur_coarse(level, 2.0 * block, 4))[mask] ** 2)))
+    return 1 if variation[0] >= variation[1] else -1
 
 
 def enhance_latent(image: np.ndarray, settings: EnhanceSettings = EnhanceSettings()) -> Enhanced:

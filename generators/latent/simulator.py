@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from generators.fingerprint.distortion import ImpressionGeometry
+from generators.fingerprint.profiles import PROFILES
 from generators.fingerprint.impression import (_coarse_map, _minutiae_to_canvas, _orientation_blocks, _skin_conditions,
                                                ink_layer)
 from generators.fingerprint.master import MasterPrint
@@ -83,7 +84,8 @@ def _clean_touch(master: MasterPrint, geo: ImpressionGeometry, rng: np.random.Ge
     """Ridge ink [h, w] of a full, firm touch (skin moisture included), the finger's silhouette
     on the canvas, the skin conditions, and the coarse map (for orientation)."""
     coarse_x, coarse_y = _coarse_map(geo, h, w)
-    cond = _skin_conditions(rng, difficulty)
+    # the clean profile's skin: the surface, not the skin, makes a latent hard
+    cond = _skin_conditions(rng, difficulty, PROFILES["clean"])
     cond = dict(cond, n_blobs=0, n_scratches=0)
     full = np.full(coarse_x.shape, 4.0, np.float32)          # contact everywhere the finger is
     layer = ink_layer(master, coarse_x, coarse_y, full, cond, rng, h, w)

