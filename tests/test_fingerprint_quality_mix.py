@@ -333,3 +333,14 @@ def test_quality_mix_check_by_hand(tmp_path):
     assert wanted_quality_mix(tmp_path) is None
     (tmp_path / "dataset.json").write_text(json.dumps({"config": {"fingerprint": {"quality_mix": [0, 0, 1, 0, 0]}}}))
     assert wanted_quality_mix(tmp_path) == [0.0, 0.0, 1.0, 0.0, 0.0]
+
+
+def test_the_calibration_follows_the_code_not_its_comments(tmp_path):
+    a, b, c = (tmp_path / n for n in "abc")
+    for d in (a, b, c):
+        d.mkdir()
+    (a / "render.py").write_text('"""Doc."""\nX = 1  # one\n\ndef f():\n    """Say."""\n    return X\n')
+    (b / "render.py").write_text('"""Other doc."""\n# a new comment\nX = 1\n\ndef f():\n    return X\n')
+    (c / "render.py").write_text('"""Doc."""\nX = 2  # one\n\ndef f():\n    """Say."""\n    return X\n')
+    assert qm.rendering_source_hash(a) == qm.rendering_source_hash(b)
+    assert qm.rendering_source_hash(a) != qm.rendering_source_hash(c)

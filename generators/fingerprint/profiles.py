@@ -51,8 +51,8 @@ PROFILES: dict[str, ImpressionProfile] = {
         distortion_core_radius=(35.0, 70.0), distortion_transition=(65.0, 115.0),
         contact_size=(0.28, 0.44), pressure_sd=0.5, moisture_sd=0.35, moisture_sd_per_difficulty=0.45),
     "fvc2004": ImpressionProfile(
-        name="fvc2004", max_rotation=30.0, max_translation=70.0, partial_probability=0.35,
-        partial_offset=(0.14, 0.3), distortion_max_rotation=15.0, distortion_max_translation=30.0,
+        name="fvc2004", max_rotation=30.0, max_translation=60.0, partial_probability=0.3,
+        partial_offset=(0.14, 0.3), distortion_max_rotation=12.0, distortion_max_translation=24.0,
         distortion_core_radius=(30.0, 60.0), distortion_transition=(55.0, 100.0),
         contact_size=(0.24, 0.44), pressure_sd=0.6, moisture_sd=0.55, moisture_sd_per_difficulty=0.35),
 }

@@ -21,6 +21,7 @@ Pure: numpy and the standard library only (CONVENTIONS §1).
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
 import functools
 import hashlib
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .profiles import profile_named
 from .settings import FingerprintSettings, with_difficulty
 
 CALIBRATION_PATH = Path(__file__).with_name("quality_calibration.json")
@@ -43,22 +45,44 @@ _NOT_CALIBRATED = ("difficulty", "quality_mix", "profile", "sensor", "rolled_wid
                    "roll_angle", "roll_slip_probability", "rolled_ink_probability", "slap_width",
                    "slap_height")
 # Sources that do not render anything: editing them must not invalidate the calibration.
-_NOT_RENDERING = ("quality_mix.py",)
+_NOT_RENDERING = ("quality_mix.py", "profiles.py")
+
+
+def _code_of(source: str) -> str:
+    """The code of a Python source without its comments and docstrings (the AST's dump), so
+    that documenting the generator does not invalidate its calibration."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree)
 
 
 def rendering_source_hash(package_dir: Path = Path(__file__).parent) -> str:
-    """sha256 (12 hex) of the generator's Python sources, this module excluded."""
+    """sha256 (12 hex) of the code of the generator's Python sources (comments and docstrings
+    left out), this module excluded."""
     digest = hashlib.sha256()
     for source in sorted(Path(package_dir).glob("*.py")):
         if source.name not in _NOT_RENDERING:
-            digest.update(source.name.encode() + b"\0" + source.read_bytes())
+            digest.update(source.name.encode() + b"\0" + _code_of(source.read_text()).encode())
     return digest.hexdigest()[:12]
 
 
+def _jsonable(values: dict) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
+
 def calibrated_settings(settings: FingerprintSettings) -> dict:
-    """The settings that shape a plain impression's quality, as JSON-able values."""
-    return {f.name: list(v) if isinstance(v := getattr(settings, f.name), tuple) else v
-            for f in dataclasses.fields(settings) if f.name not in _NOT_CALIBRATED}
+    """The settings that shape a plain impression's quality, as JSON-able values, with the
+    values of the settings' profile (so that retuning one profile leaves the others' entries
+    valid: profiles.py is not part of the source hash)."""
+    values = _jsonable({f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)
+                        if f.name not in _NOT_CALIBRATED})
+    values["profile_values"] = _jsonable(dataclasses.asdict(profile_named(settings.profile)))
+    return values
 
 
 def settings_hash(settings: FingerprintSettings) -> str:

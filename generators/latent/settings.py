@@ -20,6 +20,14 @@ GOOD_MIN_MINUTIAE = 22
 UGLY_MAX_MINUTIAE = 13
 GOOD_MIN_CLARITY = 0.5
 UGLY_MAX_CLARITY = 0.25
+# A flat touch presses the finger's pad: the visible region centres on the touch's contact
+# centre (Gaussian, sd in units of the finger's half width), not on the finger's sides, which
+# curve away from a flat surface (and which a rolled print stretches by up to ~1.8x). Measured
+# on 80 good latents against their rolled mates: with centres anywhere on the silhouette, 12
+# regions (mean |x| 0.42 half widths off the centre) scored < 15 with Bozorth3 even on
+# ground-truth minutiae (median pair-distance error 5.6 %, 3.2 % elsewhere) and 10 % of the
+# visible minutiae lay outside the rolled print; centred on the pad, 4 and 4 %.
+REGION_CENTRE_SD = 0.35
 
 
 @dataclass(frozen=True)

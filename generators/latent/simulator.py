@@ -2,7 +2,7 @@
 
 A latent is a finger's touch on an object, left unseen and made visible later. From the
 finger's master print: placement and plastic distortion of the touch (stronger than on a
-sensor), an irregular visible region, partial ridge transfer (residue and pressure vary over
+sensor), an irregular visible region where the pad pressed, partial ridge transfer (residue and pressure vary over
 the touch), smudge and slip (directional blur and an elastic warp), an occasional double tap
 and an overlapping non-mated print, the surface (paper with text and ruled lines, glass,
 plastic, wood, metal), the development technique (powder grains clumping on ridges,
@@ -22,24 +22,41 @@ import cv2
 import numpy as np
 
 from generators.fingerprint.distortion import ImpressionGeometry
-from generators.fingerprint.profiles import PROFILES
-from generators.fingerprint.impression import (_coarse_map, _minutiae_to_canvas, _orientation_blocks, _skin_conditions,
-                                               ink_layer)
+from generators.fingerprint.impression import _coarse_map, _minutiae_to_canvas, _orientation_blocks, ink_layer
 from generators.fingerprint.master import MasterPrint
 from generators.fingerprint.smooth_noise import smooth_noise
 
 from .region import feathered, rasterise, visible_polygon
-from .settings import (GOOD_MIN_CLARITY, GOOD_MIN_MINUTIAE, SURFACE_TECHNIQUES, SURFACES, UGLY_MAX_CLARITY,
-                       UGLY_MAX_MINUTIAE, VALUE_CLASSES, LatentSettings)
+from .settings import (GOOD_MIN_CLARITY, GOOD_MIN_MINUTIAE, REGION_CENTRE_SD, SURFACE_TECHNIQUES, SURFACES,
+                       UGLY_MAX_CLARITY, UGLY_MAX_MINUTIAE, VALUE_CLASSES, LatentSettings)
 from .surfaces import make_surface
 
 # Severity of each degradation per target class: (low, high) ranges drawn uniformly.
+# - area (of the finger): with the region centred on the pad (settings.REGION_CENTRE_SD) less
+#   of it falls off the finger than when its centre was anywhere on the silhouette, so the
+#   ranges are ~0.75-0.9x those drawn then, set so that each class shows as many mate
+#   minutiae as it did (medians of 120 latents, then -> now: good 41 -> 42, bad 21 -> 21,
+#   ugly 10 -> 11; SD27's bins are good > 21, bad 14-21, ugly <= 13).
+# - skin: the touch's moisture sd and ridge-edge roughness (ink_layer's break_amount) at
+#   difficulty 0; _SKIN_PER_DIFFICULTY adds to both. A latent is residue that the ridges
+#   leave, and how much they leave is the transfer's job, so a good latent's touch prints
+#   firm, unbroken ridges (moisture sd 0.15, roughness 0.1-0.17 at the default difficulty
+#   0.3). Bad and ugly touches keep the clean impression profile's skin (moisture sd 0.3,
+#   roughness 0.3-0.43 at 0.3). With that skin on good latents too, one touch in ten was
+#   drier than -0.4, its ridges beaded into dots: those found their mate at rank 1 among 60
+#   rolled prints 55 % of the time (78 % the rest), and NBIS found 46 % of the mate minutiae
+#   of ninhydrin-developed good latents (its stain blurs thin, broken ridges away).
 _SEVERITY = {
-    #            area (of the finger) transfer     noise        smudge p  double p  overlap p
-    "good": {"area": (0.28, 0.45), "transfer": (0.75, 1.0), "noise": (2.0, 6.0), "smudge": 0.1, "double": 0.05, "overlap": 0.05},
-    "bad": {"area": (0.18, 0.32), "transfer": (0.5, 0.8), "noise": (5.0, 12.0), "smudge": 0.3, "double": 0.1, "overlap": 0.15},
-    "ugly": {"area": (0.07, 0.2), "transfer": (0.3, 0.6), "noise": (8.0, 18.0), "smudge": 0.5, "double": 0.2, "overlap": 0.3},
+    "good": {"area": (0.25, 0.42), "transfer": (0.75, 1.0), "noise": (2.0, 6.0), "smudge": 0.1, "double": 0.05,
+             "overlap": 0.05, "moisture_sd": 0.0, "roughness": (0.0, 0.06)},
+    "bad": {"area": (0.135, 0.24), "transfer": (0.5, 0.8), "noise": (5.0, 12.0), "smudge": 0.3, "double": 0.1,
+            "overlap": 0.15, "moisture_sd": 0.15, "roughness": (0.2, 0.32)},
+    "ugly": {"area": (0.06, 0.17), "transfer": (0.3, 0.6), "noise": (8.0, 18.0), "smudge": 0.5, "double": 0.2,
+             "overlap": 0.3, "moisture_sd": 0.15, "roughness": (0.2, 0.32)},
 }
+# per unit of make_latent's difficulty: added to the moisture sd and to the roughness (the
+# clean profile's rates)
+_SKIN_PER_DIFFICULTY = {"moisture_sd": 0.5, "roughness": 0.35}
 MINUTIA_MARGIN = 8.0      # px: mate minutiae this close to the region's edge are not "visible"
 
 
@@ -79,14 +96,23 @@ def _touch_geometry(settings: LatentSettings, master: MasterPrint, rng: np.rando
         distortion_dx=float(mag * np.cos(ang)), distortion_dy=float(mag * np.sin(ang)))
 
 
+def _touch_skin(rng: np.random.Generator, difficulty: float, sev: dict) -> dict:
+    """The skin of a latent's touch as ink_layer reads it (moisture, pressure, ridge-edge
+    roughness; no blobs or scratches): its spread and roughness come from the class (sev)."""
+    d = float(difficulty)
+    moisture_sd = sev["moisture_sd"] + _SKIN_PER_DIFFICULTY["moisture_sd"] * d
+    roughness = rng.uniform(*sev["roughness"]) + _SKIN_PER_DIFFICULTY["roughness"] * d
+    return {"moisture": float(np.clip(rng.normal(0.0, moisture_sd), -1.0, 1.0)),
+            "pressure": float(np.clip(rng.normal(0.0, 0.3), -1.0, 1.0)),
+            "break_amount": float(roughness), "n_blobs": 0, "n_scratches": 0}
+
+
 def _clean_touch(master: MasterPrint, geo: ImpressionGeometry, rng: np.random.Generator, h: int, w: int,
-                 difficulty: float) -> tuple[np.ndarray, np.ndarray, dict, tuple]:
-    """Ridge ink [h, w] of a full, firm touch (skin moisture included), the finger's silhouette
-    on the canvas, the skin conditions, and the coarse map (for orientation)."""
+                 difficulty: float, sev: dict) -> tuple[np.ndarray, np.ndarray, dict, tuple]:
+    """Ridge ink [h, w] of a full touch (the class's skin), the finger's silhouette on the
+    canvas, the skin conditions, and the coarse map (for orientation)."""
     coarse_x, coarse_y = _coarse_map(geo, h, w)
-    # the clean profile's skin: the surface, not the skin, makes a latent hard
-    cond = _skin_conditions(rng, difficulty, PROFILES["clean"])
-    cond = dict(cond, n_blobs=0, n_scratches=0)
+    cond = _touch_skin(rng, difficulty, sev)
     full = np.full(coarse_x.shape, 4.0, np.float32)          # contact everywhere the finger is
     layer = ink_layer(master, coarse_x, coarse_y, full, cond, rng, h, w)
     return layer.ink, layer.touch, cond, (coarse_x, coarse_y)
@@ -175,7 +201,7 @@ def make_latent(master: MasterPrint, settings: LatentSettings, rng: np.random.Ge
     target = VALUE_CLASSES[int(rng.choice(len(VALUE_CLASSES), p=mix / mix.sum()))]
     sev = _SEVERITY[target]
     geo = _touch_geometry(settings, master, rng)
-    ink, touch, cond, (coarse_x, coarse_y) = _clean_touch(master, geo, rng, h, w, difficulty)
+    ink, touch, cond, (coarse_x, coarse_y) = _clean_touch(master, geo, rng, h, w, difficulty, sev)
     finger_area = float(master.mask.sum())
     transfer = float(rng.uniform(*sev["transfer"]))
     noise = float(rng.uniform(*sev["noise"]))
@@ -183,12 +209,17 @@ def make_latent(master: MasterPrint, settings: LatentSettings, rng: np.random.Ge
     clarity = float(np.clip(transfer * (1.0 - noise / 30.0), 0.0, 1.0))
     on_finger = touch > 0.5
     ys, xs = np.nonzero(on_finger)
+    # where the pad pressed: the region's centre is a finger pixel drawn with a Gaussian weight
+    # around the touch's contact centre (cumulative weights, searched with one uniform draw)
+    px, py = geo.to_canvas(np.array([geo.contact_x]), np.array([geo.contact_y]))
+    sd = REGION_CENTRE_SD * master.shape.half_width
+    pad = np.cumsum(np.exp(-0.5 * ((xs - px[0]) ** 2 + (ys - py[0]) ** 2) / sd ** 2))
     all_minutiae = _minutiae_to_canvas(master, geo, on_finger)
 
     # the visible region: redrawn until the latent shows its target class
     for attempt in range(settings.class_attempts):
         area = float(rng.uniform(*sev["area"])) * finger_area
-        k = int(rng.integers(len(xs))) if len(xs) else 0
+        k = min(int(np.searchsorted(pad, rng.uniform() * pad[-1])), len(xs) - 1) if len(xs) else 0
         centre = (float(xs[k]), float(ys[k])) if len(xs) else (w / 2.0, h / 2.0)
         polygon = visible_polygon(rng, centre, area, elongation=rng.uniform(1.0, 2.5), concavity=rng.uniform(0.2, 1.0))
         mask = rasterise(polygon, h, w) & on_finger
@@ -215,7 +246,7 @@ def make_latent(master: MasterPrint, settings: LatentSettings, rng: np.random.Ge
     overlapped = bool(overlap is not None and rng.uniform() < sev["overlap"])
     if overlapped:
         other_geo = _touch_geometry(settings, overlap, rng)
-        other_ink, other_touch, _, _ = _clean_touch(overlap, other_geo, rng, h, w, difficulty)
+        other_ink, other_touch, _, _ = _clean_touch(overlap, other_geo, rng, h, w, difficulty, sev)
         other_centre = (w * rng.uniform(0.3, 0.7), h * rng.uniform(0.3, 0.7))
         other = rasterise(visible_polygon(rng, other_centre, 0.25 * finger_area, 1.5, 0.6), h, w)
         other_patchy = np.clip(0.65 + 0.45 * smooth_noise(rng, h, w, cell=30.0), 0.0, 1.0)

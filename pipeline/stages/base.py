@@ -95,6 +95,9 @@ def generator_version(package_dir: str) -> str:
     except PackageNotFoundError:  # a source tree on sys.path, not installed
         release = "0+unknown"
     digest = hashlib.sha256()
-    for source in sorted(Path(package_dir).glob("*.py")):
+    # data files shipped beside the code (e.g. the fingerprint quality calibration) decide
+    # bytes too; weights in subfolders have their own hash in the rows' params
+    sources = sorted(Path(package_dir).glob("*.py")) + sorted(Path(package_dir).glob("*.json"))
+    for source in sources:
         digest.update(source.name.encode() + b"\0" + source.read_bytes())
     return f"{release}+src.{digest.hexdigest()[:12]}"
