@@ -38,7 +38,7 @@ def test_harder_profiles_move_and_distort_the_finger_more(masters):
         distortion = np.hypot([g.distortion_dx for g in geos], [g.distortion_dy for g in geos])
         spread[name] = (np.percentile(shift, 90), np.std([g.rotation for g in geos]), np.mean(distortion))
     for easy, hard in (("clean", "default"), ("default", "fvc2004")):
-        assert all(h > 1.2 * e for e, h in zip(spread[easy], spread[hard])), spread
+        assert all(h > 1.05 * e for e, h in zip(spread[easy], spread[hard])), spread
     # the clean profile never lands off-centre; the others do, as live-scan users do
     assert spread["clean"][0] < PROFILES["clean"].max_translation * 1.5
 
