@@ -6,16 +6,27 @@ InterFaceGAN boundaries and edits, identity gate, mated images.
 >>> img = g.synthesis(ws, noise_mode="const")              # [B, 3, 1024, 1024] in about [-1, 1]
 """
 
-from generators.face.boundaries import (BoundarySet, FittedBoundary, fit_boundary, load_boundaries,
-                                        project_conditional, save_boundaries)
-from generators.face.checkpoint import checkpoint_sha256, load_generator, save_generator
-from generators.face.editing import EditRange, apply_edits, mix_styles, sample_magnitudes
-from generators.face.errors import CheckpointError
-from generators.face.generator import Generator, images_to_uint8, pick_device
-from generators.face.identities import (Identity, IdentitySettings, identity_from_latent, map_latents,
-                                        render, select_identity)
-from generators.face.identity_gate import GateDecision, IdentityGate, max_cosine_blockwise
-from generators.face.mated import MatedImage, MatedSettings, fine_layer_start, generate_mated
+from generators.lazy_exports import lazy_exports
+
+# Names resolved on first use (PEP 562): importing the package (e.g. for CheckpointError,
+# which every biomint command's error handling needs) must not import torch, which costs
+# seconds and which commands such as `biomint validate` never use.
+_WHERE = {
+    "BoundarySet": "boundaries", "FittedBoundary": "boundaries", "fit_boundary": "boundaries",
+    "load_boundaries": "boundaries", "project_conditional": "boundaries", "save_boundaries": "boundaries",
+    "checkpoint_sha256": "checkpoint", "load_generator": "checkpoint", "save_generator": "checkpoint",
+    "EditRange": "editing", "apply_edits": "editing", "mix_styles": "editing", "sample_magnitudes": "editing",
+    "CheckpointError": "errors",
+    "Generator": "generator", "images_to_uint8": "generator", "pick_device": "generator",
+    "Identity": "identities", "IdentitySettings": "identities", "identity_from_latent": "identities",
+    "map_latents": "identities", "render": "identities", "select_identity": "identities",
+    "GateDecision": "identity_gate", "IdentityGate": "identity_gate", "max_cosine_blockwise": "identity_gate",
+    "MatedImage": "mated", "MatedSettings": "mated", "fine_layer_start": "mated", "generate_mated": "mated",
+}
+
+
+__getattr__ = lazy_exports(__name__, _WHERE, globals())
+
 
 __all__ = [
     "BoundarySet", "CheckpointError", "EditRange", "FittedBoundary", "GateDecision", "Generator",

@@ -7,13 +7,25 @@
 
 See README.md beside this file for the model and the interface, and each module's docstring.
 """
-from .impression import Impression, make_impression
-from .master import MasterPrint, make_master, make_masters
-from .rolled import ROLLED_IMPRESSION_CODES, make_rolled_impression
-from .slap import SLAP_FINGERS, Slap, SlapSegment, make_slap
+from generators.lazy_exports import lazy_exports
+
 from .settings import (DIFFICULTY_PRESETS, FINGER_CLASSES, NATURAL_CLASS_PRIORS, FingerprintSettings,
                        with_difficulty)
-from .truth_formats import iso19794_2_bytes, iso19794_2_views_bytes, write_iso19794_2, write_xyt, xyt_bytes
+
+# The generators are resolved on first use (PEP 562): the settings alone (what configs and
+# commands such as `biomint validate` need) must not import torch, which costs seconds.
+_WHERE = {
+    "Impression": "impression", "make_impression": "impression",
+    "MasterPrint": "master", "make_master": "master", "make_masters": "master",
+    "ROLLED_IMPRESSION_CODES": "rolled", "make_rolled_impression": "rolled",
+    "SLAP_FINGERS": "slap", "Slap": "slap", "SlapSegment": "slap", "make_slap": "slap",
+    "iso19794_2_bytes": "truth_formats", "iso19794_2_views_bytes": "truth_formats",
+    "write_iso19794_2": "truth_formats", "write_xyt": "truth_formats", "xyt_bytes": "truth_formats",
+}
+
+
+__getattr__ = lazy_exports(__name__, _WHERE, globals())
+
 
 __all__ = [
     "FingerprintSettings", "MasterPrint", "Impression", "make_master", "make_masters", "make_impression",

@@ -9,11 +9,18 @@ conditional diffusion model that redraws its latents.
 impression of the same finger. `enhance_latent` gives a real latent the conditions the model
 takes (ridge map and mask), for fine-tuning on a lab's own latents.
 """
+from generators.lazy_exports import lazy_exports
 from pathlib import Path
 
-from .enhance import EnhanceSettings, Enhanced, enhance_latent
 from .settings import SURFACES, TECHNIQUES, VALUE_CLASSES, LatentSettings
-from .simulator import Latent, make_latent, measure_value_class
+
+# The simulator and the enhancer are resolved on first use (PEP 562): the settings alone (what
+# configs and commands such as `biomint validate` need) must not import torch.
+_WHERE = {"EnhanceSettings": "enhance", "Enhanced": "enhance", "enhance_latent": "enhance",
+          "Latent": "simulator", "make_latent": "simulator", "measure_value_class": "simulator"}
+
+
+__getattr__ = lazy_exports(__name__, _WHERE, globals())
 
 # The checkpoint `make dataset` uses: trained by biomint-train-latent (weights/TRAINING.md).
 SHIPPED_WEIGHTS = Path(__file__).parent / "weights"

@@ -1,0 +1,1 @@
+"""biomint generators: pure generation code (CONVENTIONS.md section 1)."""
