@@ -32,11 +32,12 @@ from evaluation.parallel import chunked, map_chunks
 from evaluation.settings import (FINGERPRINT_PAIR_KINDS, QUALITY_LABEL, QUALITY_NOTES,
                                  EvaluationSettings, bin_labels, quality_bin)
 from evaluation.slap_segments import BOX_COLUMNS
+from generators.fingerprint.quality_mix import MIX_EDGES
 
 QUALITY_TYPES = ("plain", "rolled")
 # The NFIQ 2 bins of the generator's `fingerprint.quality_mix` (fixed, whatever
-# quality_bin_edges the evaluation reports with).
-QUALITY_MIX_EDGES = (0, 20, 40, 60, 80, 100)
+# quality_bin_edges the evaluation reports with): the generator's own definition.
+QUALITY_MIX_EDGES = MIX_EDGES
 # pair kind "<a>-<b>" of two impression types: the rarer capture type first (rolled-plain)
 _KIND_RANK = {"latent": 0, "slap": 1, "rolled": 2, "plain": 3}
 

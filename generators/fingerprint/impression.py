@@ -18,7 +18,7 @@ from .distortion import ImpressionGeometry
 from .master import MasterPrint
 from .orientation_field import orientation_at
 from .quality_mix import resolve_difficulty
-from .profiles import PROFILES, ImpressionProfile, profile_named
+from .profiles import ImpressionProfile, profile_named
 from .sensors import PLAIN_IMPRESSION_CODES, sensor_image
 from .settings import FingerprintSettings
 from .smooth_noise import smooth_noise
@@ -80,7 +80,7 @@ def _contact_ellipse(rng, settings: FingerprintSettings, geo: ImpressionGeometry
             "contact_ry": float(h * (size + 0.02) * rng.uniform(0.95, 1.05) * (1.0 + 0.12 * pressure))}
 
 
-def _skin_conditions(rng, difficulty: float, profile: ImpressionProfile = PROFILES["default"]) -> dict:
+def _skin_conditions(rng, difficulty: float, profile: ImpressionProfile) -> dict:
     """Moisture (-1 dry .. +1 wet), pressure, ridge-edge roughness and the noise budget.
 
     The profile sets how far moisture and pressure stray (dry and wet skin at every quality
@@ -155,11 +155,12 @@ def ink_layer(master: MasterPrint, coarse_x: np.ndarray, coarse_y: np.ndarray, c
     finger = cv2.remap(master.mask, coarse_x, coarse_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
     drift = 0.15 * smooth_noise(rng, ny, nx, cell=60.0 / b)
     shade = 6.0 * smooth_noise(rng, ny, nx, cell=120.0 / b)
-    # the map and the other smooth fields in two resizes: the map comes out contiguous, as
-    # remap wants it, without a copy; the resized canvas has one block more on every side
+    # the map and the other smooth fields in two resizes, so that only the map's two channels
+    # are copied into the contiguous array remap wants; the resized canvas has one block more
+    # on every side
     grid = (nx * b, ny * b)
     maps = cv2.resize(np.dstack([coarse_x, coarse_y]), grid, interpolation=cv2.INTER_LINEAR)[b:b + h, b:b + w]
-    maps = np.ascontiguousarray(maps) if not maps.flags.c_contiguous else maps
+    maps = np.ascontiguousarray(maps)
     coarse = np.dstack([coarse_rim.astype(np.float32), finger, drift, shade])
     dense = cv2.resize(coarse, grid, interpolation=cv2.INTER_LINEAR)[b:b + h, b:b + w]
     if field_of is None:
