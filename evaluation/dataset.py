@@ -142,6 +142,7 @@ def read_pairs(root: Path, sample_ids: pd.Index, listed_ids: pd.Index | None = N
     lists is an error either way."""
     pairs_dir = Path(root) / "pairs"
     kinds = sorted(p for p in pairs_dir.glob("*") if p.is_dir()) if pairs_dir.is_dir() else []
+    _check_recorded_pairs(Path(root), {k.name for k in kinds if any(k.glob("part-*.parquet"))})
     frames = []
     for kind_dir in kinds:
         df = _read_parquet_dir(kind_dir, f"pairs '{kind_dir.name}'", PAIR_COLUMNS)
@@ -167,6 +168,24 @@ def read_pairs(root: Path, sample_ids: pd.Index, listed_ids: pd.Index | None = N
             "tables are out of step.")
     pairs["mated"] = pairs["mated"].astype(bool)
     return pairs
+
+
+def _check_recorded_pairs(root: Path, on_disk: set[str]) -> None:
+    """A dataset whose dataset.json records pairs must still have them: scoring pairs built
+    some other way would report on comparisons the dataset does not define."""
+    import json
+
+    try:
+        recorded = json.loads((root / "dataset.json").read_text()).get("pairs") or {}
+    except (OSError, ValueError, AttributeError):
+        return      # a folder of images, or a dataset.json the manifest checks report on
+    missing = sorted(set(recorded) - on_disk)
+    if missing:
+        kind = missing[0]
+        raise EvaluationInputError(
+            f"{root}/pairs/{kind} is missing, but dataset.json records {recorded[kind].get('mated')} mated + "
+            f"{recorded[kind].get('non_mated')} non-mated {kind} pairs; rebuild them with `biomint repair {root}` "
+            "(or rerun the minting command) before evaluating")
 
 
 def all_pairs(samples: pd.DataFrame, kind: str, max_nonmated: int | None,

@@ -2,17 +2,20 @@
 
     biomint [dataset=<preset>] [output_dir=<dir>] [seed=<int>] [key=value ...]   mint (Hydra app)
     biomint validate <dir>
+    biomint repair <dir> [key=value ...]      re-mint exactly the damaged shards (full sha256 check)
     biomint regenerate <dir> <sample_id> <out_file>
     biomint evaluate <dir> [setting=value ...]
     biomint export-ansi-nist <dir> [--out DIR] [--compression png|wsq]
 
 Subcommands are dispatched before Hydra sees argv. Exit codes: 0 success, 2 bad input
-(config, paths, checkpoints: one sentence, no traceback), 1 anything else.
+(config, paths, checkpoints, a dataset another run holds: one sentence, no traceback), 1
+anything else (a full disk, shards that keep failing: one sentence too).
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from pathlib import Path
 
@@ -20,7 +23,7 @@ import hydra
 from omegaconf import DictConfig
 
 import pipeline.config  # noqa: F401  (registers the structured configs)
-from pipeline.errors import BAD_INPUT_ERRORS
+from pipeline.errors import BAD_INPUT_ERRORS, DISK_FULL_ERRNOS, DiskFull, disk_full_sentence
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -28,6 +31,11 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 def fail_bad_input(message: str) -> None:
     print(f"biomint: {message}", file=sys.stderr)
     sys.exit(EXIT_BAD_INPUT)
+
+
+def fail(message: str) -> None:
+    print(f"biomint: {message}", file=sys.stderr)
+    sys.exit(EXIT_FAILED)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -38,9 +46,8 @@ def hydra_main(cfg: DictConfig) -> None:
         run(cfg)
     except BAD_INPUT_ERRORS as e:
         fail_bad_input(str(e))
-    except ShardsFailed as e:
-        print(f"biomint: {e}", file=sys.stderr)
-        sys.exit(EXIT_FAILED)
+    except (ShardsFailed, DiskFull) as e:
+        fail(str(e))
 
 
 def cmd_validate(args: list[str]) -> int:
@@ -52,6 +59,31 @@ def cmd_validate(args: list[str]) -> int:
     report = validate_dataset(ns.dataset)
     print(report.summary())
     return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def cmd_repair(args: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="biomint repair",
+        description="Check every file of a dataset against its sha256 and re-mint exactly the shards that are "
+                    "damaged or missing, with the config dataset.json records (a plain rerun of the minting "
+                    "command does the same with a cheaper check: files' existence and sizes).")
+    parser.add_argument("dataset", type=Path)
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="how to run, e.g. cluster.workers=8 (what is minted comes from dataset.json)")
+    ns = parser.parse_args(args)
+    import logging
+
+    from pipeline.repair import repair_dataset
+    from pipeline.runner import ShardsFailed
+
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+
+    try:
+        result = repair_dataset(ns.dataset, ns.overrides)
+    except (ShardsFailed, DiskFull) as e:
+        fail(str(e))
+    print(result)
+    return EXIT_OK
 
 
 def cmd_regenerate(args: list[str]) -> int:
@@ -94,8 +126,11 @@ def cmd_evaluate(args: list[str]) -> int:
 
     from evaluation.errors import EVALUATION_INPUT_ERRORS
 
+    from pipeline.lock import dataset_lock
+
     try:
-        with _dask_client(ns.scheduler) as client:
+        with dataset_lock(ns.dataset, "evaluate") if (ns.dataset / "dataset.json").is_file() else \
+                contextlib.nullcontext(), _dask_client(ns.scheduler) as client:
             summary = evaluate_root(ns.dataset, settings, client=client)
     except EVALUATION_INPUT_ERRORS as e:
         fail_bad_input(str(e))
@@ -116,8 +151,10 @@ def cmd_export_ansi_nist(args: list[str]) -> int:
                         help="png: the dataset's PNG files as they are (default); wsq: WSQ (lossy)")
     ns = parser.parse_args(args)
     from pipeline.export import export_ansi_nist
+    from pipeline.lock import dataset_lock
 
-    result = export_ansi_nist(ns.dataset, ns.out, compression=ns.compression)
+    with dataset_lock(ns.dataset, "export") if (ns.dataset / "dataset.json").is_file() else contextlib.nullcontext():
+        result = export_ansi_nist(ns.dataset, ns.out, compression=ns.compression)
     print(f"export-ansi-nist: {result['transactions']} transactions ({result['records']} records, "
           f"{result['bytes'] / 1e6:.1f} MB, {result['compression']}) in {result['seconds']:.1f} s "
           f"({result['transactions_per_second']} transactions/s) → {result['directory']}")
@@ -140,12 +177,11 @@ def _dask_client(address: str | None):
         yield client
 
 
-SUBCOMMANDS = {"validate": cmd_validate, "regenerate": cmd_regenerate, "evaluate": cmd_evaluate,
-               "export-ansi-nist": cmd_export_ansi_nist}
+SUBCOMMANDS = {"validate": cmd_validate, "repair": cmd_repair, "regenerate": cmd_regenerate,
+               "evaluate": cmd_evaluate, "export-ansi-nist": cmd_export_ansi_nist}
 
 
-def main() -> None:
-    argv = sys.argv[1:]
+def _main(argv: list[str]) -> None:
     if argv and argv[0] in SUBCOMMANDS:
         try:
             sys.exit(SUBCOMMANDS[argv[0]](argv[1:]))
@@ -158,6 +194,23 @@ def main() -> None:
     except BAD_INPUT_ERRORS as e:
         fail_bad_input(str(e))
     hydra_main()
+
+
+def main() -> None:
+    try:
+        _main(sys.argv[1:])
+    except BrokenPipeError:
+        # the reader went away (`biomint validate ... | head`): stop quietly, and keep Python
+        # from failing again when it flushes stdout at exit
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(EXIT_FAILED)
+    except DiskFull as e:
+        fail(str(e))
+    except OSError as e:
+        if e.errno in DISK_FULL_ERRNOS:   # a write outside the minting run: evaluation, report, export
+            fail(disk_full_sentence(e.filename or Path.cwd()))
+        raise
 
 
 if __name__ == "__main__":

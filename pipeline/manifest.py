@@ -11,6 +11,7 @@ globs, so the stats and temporary files never disturb a reader of the manifest.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -21,7 +22,10 @@ from typing import Any, Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SCHEMA_VERSION = 2   # 2: impression_type column
+SCHEMA_VERSION = 3   # 2: impression_type column; 3: files (every file of a sample, with sha256 and size)
+
+# One file of a sample: the image first, then its ground truth (path relative to the root).
+FILE_TYPE = pa.struct([("path", pa.string()), ("sha256", pa.string()), ("bytes", pa.int64())])
 
 # Common columns, in order; `params` is each stage's own struct (inserted by sample_schema).
 COMMON_FIELDS: list[pa.Field] = [
@@ -41,6 +45,7 @@ COMMON_FIELDS: list[pa.Field] = [
     pa.field("generator_version", pa.string(), nullable=False),
     # params goes here
     pa.field("truth_path", pa.string()),
+    pa.field("files", pa.list_(FILE_TYPE)),      # every file of the sample: image, then truth
 ]
 
 PAIRS_SCHEMA = pa.schema([
@@ -55,7 +60,7 @@ PAIRS_SCHEMA = pa.schema([
 def sample_schema(params_type: pa.StructType) -> pa.Schema:
     """The manifest schema of a stage: the common columns plus its `params` struct."""
     fields = list(COMMON_FIELDS)
-    fields.insert(len(fields) - 1, pa.field("params", params_type))
+    fields.insert([f.name for f in fields].index("truth_path"), pa.field("params", params_type))
     return pa.schema(fields, metadata={b"biomint_schema_version": str(SCHEMA_VERSION).encode()})
 
 
@@ -76,11 +81,48 @@ def _temporary_sibling(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
+def is_temporary(name: str) -> bool:
+    """A temporary sibling left by a writer that died (see _temporary_sibling)."""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def remove_temporaries(directory: Path) -> int:
+    """Delete the temporary files a killed run left directly in `directory`; returns how many."""
+    removed = 0
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return 0
+    for entry in entries:
+        if is_temporary(entry.name) and entry.is_file(follow_symlinks=False):
+            try:
+                os.unlink(entry.path)
+                removed += 1
+            except FileNotFoundError:  # its writer finished (or cleaned up) meanwhile
+                pass
+    return removed
+
+
+@contextlib.contextmanager
+def _temporary(path: Path):
+    """A unique temporary sibling of `path`, removed if the body fails (a full disk, a kill
+    by exception), so that nothing half-written stays behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temporary_sibling(path)
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        yield tmp
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(e, OSError) and e.filename is None:
+            e.filename = str(path)    # a full disk often surfaces at close(), which names no file
+        raise
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    with _temporary(path) as tmp:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -88,10 +130,9 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 
 
 def write_table_atomic(path: Path, table: pa.Table) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary_sibling(path)
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
+    with _temporary(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, path)
 
 
 def manifest_dir(root: Path, stage: str) -> Path:
@@ -112,17 +153,61 @@ def rows_to_table(rows: Iterable[dict[str, Any]], params_type: pa.StructType) ->
 
 def finished_shard_stats(root: Path, stage: str, shard_name: str, expected_rows: int) -> dict | None:
     """The stats of a shard that is finished and whole, else None (it must be redone)."""
+    return shard_state(root, stage, shard_name, expected_rows, check_files=False)[0]
+
+
+def shard_state(root: Path, stage: str, shard_name: str, expected_rows: int,
+                check_files: bool = True) -> tuple[dict | None, str | None]:
+    """(stats, None) for a finished, whole shard, else (None, why it must be redone).
+
+    The cheap check resume runs on every shard: the stats and the part can be read and agree,
+    and (check_files) every file the part's rows and the stats list exists with its recorded
+    size. `validate` adds the sha256 of every file."""
     stats_file, part = stats_path(root, stage, shard_name), part_path(root, stage, shard_name)
-    if not stats_file.is_file() or not part.is_file():
-        return None
+    if not stats_file.is_file():
+        return None, "not minted"
+    if not part.is_file():
+        return None, f"{part.relative_to(root)} is missing"
     try:
         stats = json.loads(stats_file.read_text())
-        rows_on_disk = pq.ParquetFile(part).metadata.num_rows
-    except (OSError, ValueError, pa.ArrowException):
-        return None
-    if stats.get("rows") != rows_on_disk or stats.get("rows", 0) + len(stats.get("dropped", [])) != expected_rows:
-        return None
-    return stats
+        parquet = pq.ParquetFile(part)
+        rows_on_disk = parquet.metadata.num_rows
+    except (OSError, ValueError, pa.ArrowException) as e:
+        return None, f"{part.relative_to(root)} or its stats cannot be read ({first_line(e)})"
+    if not isinstance(stats, dict) or stats.get("rows") != rows_on_disk:
+        return None, f"{part.relative_to(root)} holds {rows_on_disk} rows, its stats say {stats.get('rows')}"
+    if stats.get("rows", 0) + len(stats.get("dropped", [])) != expected_rows:
+        return None, f"{part.relative_to(root)}: rows + dropped differ from the {expected_rows} configured"
+    if check_files:
+        try:
+            files = listed_files(parquet)
+        except (OSError, ValueError, pa.ArrowException) as e:
+            return None, f"{part.relative_to(root)} cannot be read ({first_line(e)})"
+        for entry in files + list(stats.get("files", [])):
+            path = Path(root) / entry["path"]
+            try:
+                size = path.stat().st_size
+            except OSError:
+                return None, f"{entry['path']} is missing"
+            if entry.get("bytes") is not None and size != entry["bytes"]:
+                return None, f"{entry['path']} has {size} bytes, the manifest records {entry['bytes']}"
+    return stats, None
+
+
+def listed_files(parquet: "pq.ParquetFile") -> list[dict]:
+    """Every file a manifest part's rows name: their `files` lists (schema 3), or for parts
+    written before that, the image and the truth_path (sizes unknown)."""
+    names = parquet.schema_arrow.names
+    if "files" in names:
+        column = parquet.read(columns=["files"]).column("files")
+        return [entry for files in column.to_pylist() if files for entry in files]
+    table = parquet.read(columns=[c for c in ("path", "truth_path") if c in names])
+    return [{"path": p, "bytes": None} for c in table.column_names for p in table.column(c).to_pylist() if p]
+
+
+def first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def read_manifest(root: Path, stage: str, columns: list[str] | None = None, filter=None) -> pa.Table:
@@ -153,6 +238,11 @@ def load_dataset_json(root: Path) -> dict:
         raise ManifestError(f"{root} is not a biomint dataset: {path} does not exist; "
                             "mint one with `biomint output_dir=...` or pass the dataset root")
     try:
-        return json.loads(path.read_text())
-    except ValueError as e:
-        raise ManifestError(f"{path} is not valid JSON ({e}); re-mint the dataset with overwrite=true") from None
+        meta = json.loads(path.read_text())
+    except (ValueError, OSError) as e:
+        raise ManifestError(f"{path} cannot be read ({first_line(e)}); rerun the command that minted it with "
+                            "overwrite=true to mint it again") from None
+    if not isinstance(meta, dict):
+        raise ManifestError(f"{path} is not a biomint dataset description (not a JSON object); rerun the "
+                            "command that minted it with overwrite=true to mint it again")
+    return meta

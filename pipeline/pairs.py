@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.manifest import PAIRS_SCHEMA, manifest_dir, write_table_atomic
+from pipeline.manifest import PAIRS_SCHEMA, first_line, manifest_dir, write_table_atomic
 from pipeline.seeding import STAGE_IDS
 
 log = logging.getLogger("biomint")
@@ -251,3 +251,27 @@ def _write_kind(root: Path, kind: str, a_ids: np.ndarray, b_ids: np.ndarray, mat
         write_table_atomic(directory / f"part-{part:05d}.parquet", out.slice(offset, rows))
     log.info("pairs: %d mated + %d non-mated %s pairs → %s", len(mated), len(non_mated), kind, directory)
     return {"mated": int(len(mated)), "non_mated": int(len(non_mated))}
+
+
+def pairs_state(root: Path, recorded: dict) -> str | None:
+    """Why the pairs on disk are not the ones dataset.json records ({kind: {mated, non_mated}}),
+    or None: every part readable, the mated and non-mated counts equal."""
+    import pyarrow.parquet as pq
+
+    for kind, counts in recorded.items():
+        directory = Path(root) / "pairs" / kind
+        parts = sorted(directory.glob("part-*.parquet"))
+        if not parts:
+            return f"pairs/{kind} has no parts"
+        mated = total = 0
+        for part in parts:
+            try:
+                flags = pq.read_table(part, columns=["mated"]).column("mated")
+            except (OSError, ValueError, pa.ArrowException) as e:
+                return f"{part.relative_to(root)} cannot be read ({first_line(e)})"
+            total += len(flags)
+            mated += int(pc.sum(flags).as_py() or 0)
+        if (mated, total - mated) != (counts.get("mated"), counts.get("non_mated")):
+            return (f"pairs/{kind} holds {mated} mated + {total - mated} non-mated pairs, dataset.json records "
+                    f"{counts.get('mated')} + {counts.get('non_mated')}")
+    return None

@@ -1,6 +1,7 @@
 """Shards: contiguous ranges of subject indices, the unit of work, retry and resume."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -18,9 +19,33 @@ class Shard:
         return f"shard {self.index} (subjects {self.start}..{self.stop - 1})"
 
 
-def plan_shards(subject_count: int, shard_size: int) -> list[Shard]:
+class ShardPlan(Sequence):
+    """Subjects [0, subject_count) in shards of `shard_size` (the last one shorter), computed on
+    demand: a plan of 10^8 subjects costs no memory, so any count starts at once."""
+
+    def __init__(self, subject_count: int, shard_size: int) -> None:
+        if shard_size < 1:
+            raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+        self.subject_count, self.shard_size = int(subject_count), int(shard_size)
+
+    def __len__(self) -> int:
+        return -(-self.subject_count // self.shard_size) if self.subject_count > 0 else 0
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        n, index = len(self), int(index)
+        if index < 0:
+            index += n
+        if not 0 <= index < n:
+            raise IndexError(f"shard {index} is outside the plan of {n} shards")
+        start = index * self.shard_size
+        return Shard(index, start, min(start + self.shard_size, self.subject_count))
+
+    def __repr__(self) -> str:
+        return f"ShardPlan(subjects={self.subject_count}, shard_size={self.shard_size}, shards={len(self)})"
+
+
+def plan_shards(subject_count: int, shard_size: int) -> ShardPlan:
     """Split subjects [0, subject_count) into shards of `shard_size` subjects (last one shorter)."""
-    if shard_size < 1:
-        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
-    return [Shard(i, start, min(start + shard_size, subject_count))
-            for i, start in enumerate(range(0, subject_count, shard_size))]
+    return ShardPlan(subject_count, shard_size)

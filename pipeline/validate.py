@@ -10,9 +10,9 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from omegaconf import OmegaConf
 
-from pipeline.errors import ManifestError
-from pipeline.manifest import (finished_shard_stats, load_dataset_json, read_manifest, read_pairs,
-                               sha256_file)
+from pipeline.errors import DISK_FULL_ERRNOS, ConfigError, DiskFull, ManifestError, disk_full_sentence
+from pipeline.manifest import (FILE_TYPE, PAIRS_SCHEMA, first_line, load_dataset_json, manifest_dir, read_manifest,
+                               sha256_file, shard_state, write_bytes_atomic)
 from pipeline.sharding import plan_shards
 from pipeline.stages import StageContext, load_stages
 
@@ -23,6 +23,7 @@ MAX_LISTED = 20  # problems listed by name; the count covers all of them
 class Report:
     problems: list[str] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
+    unreadable_parts: int = 0      # manifest parts that could not be read: the id set is partial
 
     @property
     def ok(self) -> bool:
@@ -54,9 +55,15 @@ def stage_config_from(meta: dict, stage):
 
 
 def validate_dataset(root: Path, workers: int = 8) -> Report:
-    """Counts vs config, duplicate ids, files exist with their sha256, pairs name real samples."""
+    """Counts vs config, duplicate ids, every file (images, truth, shard files) exists with its
+    sha256, parts and stats readable, pairs name real samples. Whatever is corrupt is reported
+    by path, as a problem: nothing in the dataset makes this raise (dataset.json aside, whose
+    ManifestError is one sentence)."""
     root = Path(root)
     meta = load_dataset_json(root)
+    if not isinstance(meta.get("config"), dict):
+        raise ManifestError(f"{root / 'dataset.json'} records no config, so nothing can be checked against it; "
+                            "rerun the command that minted the dataset with overwrite=true")
     report = Report()
     if meta.get("status") != "complete":
         report.problems.append(f"dataset status is {meta.get('status')!r}, not 'complete': rerun the "
@@ -72,17 +79,39 @@ def validate_dataset(root: Path, workers: int = 8) -> Report:
     return report
 
 
+def _read_parts(root: Path, stage_name: str, report: Report) -> pa.Table:
+    """The stage's manifest rows, part by part: an unreadable part is a problem, not an error."""
+    import pyarrow.parquet as pq
+
+    tables = []
+    for part in sorted(manifest_dir(root, stage_name).glob("part-*.parquet")):
+        try:
+            table = pq.read_table(part)
+        except (OSError, ValueError, pa.ArrowException) as e:
+            report.problems.append(f"{stage_name}: manifest part {part.relative_to(root)} cannot be read "
+                                   f"({first_line(e)})")
+            report.unreadable_parts += 1
+            continue
+        if "files" not in table.column_names:   # written before schema 3: image and truth_path only
+            table = table.append_column("files", pa.array([None] * table.num_rows, pa.list_(FILE_TYPE)))
+        tables.append(table.select(["sample_id", "subject_id", "path", "sha256", "truth_path", "files"]))
+    return pa.concat_tables(tables) if tables else pa.table({})
+
+
 def _check_stage(root: Path, meta: dict, stage, report: Report, workers: int) -> set[str]:
     config = stage_config_from(meta, stage)
     shard_size = int(meta["config"]["dataset"]["shard_size"])
     dropped = 0
+    shard_files: list[tuple[str, str, str]] = []
     for shard in plan_shards(stage.subject_count(config), shard_size):
-        stats = finished_shard_stats(root, stage.NAME, shard.name, stage.expected_rows(config, shard.start, shard.stop))
+        stats, why = shard_state(root, stage.NAME, shard.name, stage.expected_rows(config, shard.start, shard.stop),
+                                 check_files=False)
         if stats is None:
-            report.problems.append(f"{stage.NAME} {shard.describe()}: part missing, incomplete or unlike its stats")
+            report.problems.append(f"{stage.NAME} {shard.describe()}: {why}")
         else:
             dropped += len(stats["dropped"])
-    table = read_manifest(root, stage.NAME, columns=["sample_id", "path", "sha256", "truth_path"])
+            shard_files += [(f"{stage.NAME} {shard.describe()}", e["path"], e["sha256"]) for e in stats.get("files", [])]
+    table = _read_parts(root, stage.NAME, report)
     expected = stage.expected_rows(config, 0, stage.subject_count(config))
     if table.num_rows + dropped != expected:
         report.problems.append(f"{stage.NAME}: {table.num_rows} rows + {dropped} dropped, but the config asks "
@@ -93,28 +122,44 @@ def _check_stage(root: Path, meta: dict, stage, report: Report, workers: int) ->
     counts = pc.value_counts(table["sample_id"])
     for item in counts.filter(pc.greater(counts.field("counts"), 1)).to_pylist():
         report.problems.append(f"sample {item['values']}: sample_id appears {item['counts']} times")
-    rows = list(zip(ids, table["path"].to_pylist(), table["sha256"].to_pylist(), table["truth_path"].to_pylist()))
+    checks = list(shard_files)
+    for sid, path, sha, truth, files in zip(ids, *(table[c].to_pylist() for c in ("path", "sha256", "truth_path", "files"))):
+        if files:
+            checks += [(f"sample {sid}", e["path"], e["sha256"]) for e in files]
+            if not any(e["path"] == path and e["sha256"] == sha for e in files):
+                report.problems.append(f"sample {sid}: its image {path} is not in its files list")
+        else:
+            checks.append((f"sample {sid}", path, sha))
+            if truth is not None:
+                checks.append((f"sample {sid}", truth, None))
 
-    def check(row) -> str | None:
-        sid, path, sha, truth = row
+    def check(item) -> str | None:
+        owner, path, sha = item
         file = root / path
         if not file.is_file():
-            return f"sample {sid}: image {path} does not exist"
-        if sha256_file(file) != sha:
-            return f"sample {sid}: sha256 of {path} differs from the manifest (file changed or corrupt)"
-        if truth is not None and not (root / truth).is_file():
-            return f"sample {sid}: ground truth {truth} does not exist"
+            return f"{owner}: {path} does not exist"
+        if sha is not None and sha256_file(file) != sha:
+            return f"{owner}: sha256 of {path} differs from the manifest (file changed or corrupt)"
         return None
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        report.problems.extend(p for p in pool.map(check, rows, chunksize=64) if p)
-    report.lines.append(f"{stage.NAME}: {table.num_rows} samples ({dropped} dropped), files and sha256 checked")
+        report.problems.extend(p for p in pool.map(check, checks, chunksize=64) if p)
+    report.lines.append(f"{stage.NAME}: {table.num_rows} samples ({dropped} dropped), {len(checks)} files "
+                        "and their sha256 checked")
     return set(ids)
 
 
 def _check_pairs(root: Path, meta: dict, ids: set[str], report: Report) -> None:
+    import pyarrow.parquet as pq
+
     for kind, counts in meta.get("pairs", {}).items():
-        pairs = read_pairs(root, kind)
+        tables = []
+        for part in sorted((root / "pairs" / kind).glob("part-*.parquet")):
+            try:
+                tables.append(pq.read_table(part))
+            except (OSError, ValueError, pa.ArrowException) as e:
+                report.problems.append(f"pairs {kind}: part {part.relative_to(root)} cannot be read ({first_line(e)})")
+        pairs = pa.concat_tables(tables) if tables else PAIRS_SCHEMA.empty_table()
         mated = int(pc.sum(pairs["mated"]).as_py() or 0) if pairs.num_rows else 0
         if (mated, pairs.num_rows - mated) != (counts["mated"], counts["non_mated"]):
             report.problems.append(f"pairs {kind}: {mated} mated + {pairs.num_rows - mated} non-mated on disk, "
@@ -125,6 +170,10 @@ def _check_pairs(root: Path, meta: dict, ids: set[str], report: Report) -> None:
         unknown = pc.or_(pc.invert(pc.is_in(pairs["a_sample_id"], value_set=known)),
                          pc.invert(pc.is_in(pairs["b_sample_id"], value_set=known)))
         n_unknown = int(pc.sum(unknown).as_py() or 0) if pairs.num_rows else 0
+        if n_unknown and report.unreadable_parts:
+            report.problems.append(f"pairs {kind}: {n_unknown} pairs name samples of the unreadable manifest "
+                                   "parts; not checked further")
+            continue
         if n_unknown:
             bad = pairs.filter(unknown).slice(0, MAX_LISTED)
             for pid, a, b in zip(*(bad[c].to_pylist() for c in ("pair_id", "a_sample_id", "b_sample_id"))):
@@ -158,13 +207,20 @@ def regenerate_sample(root: Path, sample_id: str, out_file: Path, device: str = 
     # another order on several, so rebuild it the same way
     single_thread_torch()
     root = Path(root)
+    out_file = Path(out_file)
+    if out_file.is_dir():
+        raise ConfigError(f"{out_file} is a directory; give the file to write, e.g. {out_file / (sample_id + '.png')}")
     meta = load_dataset_json(root)
     stage, row = find_row(root, sample_id)
     data = stage.regenerate(row, stage_config_from(meta, stage), StageContext(root=root, seed=int(meta["seed"]),
                                                                               device=device))
-    out_file = Path(out_file)
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    out_file.write_bytes(data)
+    try:
+        write_bytes_atomic(out_file, data)
+    except OSError as e:
+        if e.errno in DISK_FULL_ERRNOS:
+            raise DiskFull(disk_full_sentence(out_file, len(data), "the sample")) from None
+        raise ConfigError(f"cannot write {out_file} ({e.strerror or first_line(e)}); give a path you can "
+                          "write to") from None
     from pipeline.manifest import sha256_bytes
 
     current = getattr(stage, "current_generator_version", lambda: row["generator_version"])()

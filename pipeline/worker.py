@@ -3,12 +3,17 @@ from __future__ import annotations
 
 import re
 import time
+import traceback
 from pathlib import Path
 
-from pipeline.manifest import (part_path, rows_to_table, stats_path, write_json_atomic,
+from pipeline.errors import DISK_FULL_ERRNOS
+from pipeline.manifest import (part_path, remove_temporaries, rows_to_table, stats_path, write_json_atomic,
                                write_table_atomic)
 from pipeline.sharding import Shard
 from pipeline.stages import StageContext, load_stages, stage_device
+from pipeline.stages.base import assign_files, relative_sample_dir
+
+ERROR_LOG_DIR = ".biomint-errors"   # tracebacks of failed shards (hidden: not part of the dataset)
 
 
 def resolve_device(preference: str) -> str:
@@ -64,11 +69,17 @@ def mint_shard(stage_name: str, config, root: str, seed: int, shard: Shard) -> d
     """Write the files, the Parquet part and the stats of one shard; return the stats.
 
     Raises if the stage made a different number of rows than the config asks for, so that
-    Dask retries the shard and, failing again, the run reports it.
+    the shard is retried and, failing again, the run reports it.
     """
+    return _mint_shard(stage_name, config, root, seed, shard, StageContext(root=Path(root), seed=seed))
+
+
+def _mint_shard(stage_name: str, config, root: str, seed: int, shard: Shard, context: StageContext) -> dict:
     stage = load_stages()[stage_name]
-    context = StageContext(root=Path(root), seed=seed, device=resolve_device(stage_device(config)))
+    root_path = Path(root)
+    context.device = resolve_device(stage_device(config))
     single_thread_torch()
+    _remove_leftovers(root_path, stage, shard)
     start, cpu_start = time.perf_counter(), time.process_time()
     rows = stage.run_shard(shard, config, context)
     expected = stage.expected_rows(config, shard.start, shard.stop)
@@ -76,10 +87,44 @@ def mint_shard(stage_name: str, config, root: str, seed: int, shard: Shard) -> d
         raise RuntimeError(f"{stage_name} {shard.describe()} made {len(rows)} rows and dropped "
                            f"{len(context.dropped)}, but the config asks for {expected}")
     check_params(stage, rows)
-    write_table_atomic(part_path(Path(root), stage_name, shard.name), rows_to_table(rows, stage.PARAMS_TYPE))
+    shared = assign_files(rows, context.written)
+    write_table_atomic(part_path(root_path, stage_name, shard.name), rows_to_table(rows, stage.PARAMS_TYPE))
     stats = {"stage": stage_name, "shard": shard.index, "subjects": [shard.start, shard.stop],
              "rows": len(rows), "dropped": context.dropped, "seconds": round(time.perf_counter() - start, 4),
              "cpu_seconds": round(time.process_time() - cpu_start, 4),
-             "device": context.device}
-    write_json_atomic(stats_path(Path(root), stage_name, shard.name), stats)  # last: marks the shard done
+             "device": context.device, "files": shared,
+             "bytes": sum(entry["bytes"] for entry in context.written)}
+    write_json_atomic(stats_path(root_path, stage_name, shard.name), stats)  # last: marks the shard done
     return stats
+
+
+def mint_shard_reporting(stage_name: str, config, root: str, seed: int, shard: Shard) -> dict:
+    """mint_shard, with a failure returned instead of raised: {"failed": "disk_full" | "error",
+    "message": one line, "log": file with the traceback}. The client then retries or stops
+    and reports each failure once, instead of Dask logging every attempt's traceback."""
+    context = StageContext(root=Path(root), seed=seed)
+    try:
+        return _mint_shard(stage_name, config, root, seed, shard, context)
+    except Exception as e:  # every failure of a shard is reported to the client, none is lost
+        kind = "disk_full" if isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS else "error"
+        message = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}".rstrip(": ")
+        log_file = Path(root) / ERROR_LOG_DIR / f"{stage_name}-{shard.name}.log"
+        try:
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            log_file.write_text(traceback.format_exc())
+        except OSError:  # a full disk may refuse the log too; the message still reaches the client
+            log_file = None
+        # what the shard wrote before it failed tells the client how many bytes a sample takes
+        images = [entry for entry in context.written if entry["path"].startswith("images/")]
+        return {"failed": kind, "message": message, "path": getattr(e, "filename", None),
+                "log": str(log_file) if log_file else None,
+                "written_bytes": sum(entry["bytes"] for entry in context.written), "written_samples": len(images)}
+
+
+def _remove_leftovers(root: Path, stage, shard: Shard) -> None:
+    """Temporary files a killed run left where this shard writes (they are never read, and
+    the shard is about to be written again)."""
+    modality = getattr(stage, "MODALITY", stage.NAME)
+    for subject in range(shard.start, shard.stop):
+        for kind in ("images", "truth"):
+            remove_temporaries(root / relative_sample_dir(kind, modality, subject))

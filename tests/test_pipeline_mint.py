@@ -34,7 +34,7 @@ def manifest(root):
 
 def test_layout_counts_and_dataset_json(minted):
     meta = json.loads((minted / "dataset.json").read_text())
-    assert meta["status"] == "complete" and meta["schema_version"] == 2 and meta["seed"] == 0
+    assert meta["status"] == "complete" and meta["schema_version"] == 3 and meta["seed"] == 0
     assert meta["config"]["fingerprint"]["fingers"] == 6 and meta["versions"]["numpy"]
     table = manifest(minted)
     assert table.num_rows == ROWS == meta["stages"]["fingerprint"]["rows"]
@@ -44,6 +44,11 @@ def test_layout_counts_and_dataset_json(minted):
     row = table.to_pylist()[0]
     assert row["path"] == f"images/fingerprint/{row['subject_id']:08d}/{row['sample_id']}.png"
     assert row["truth_path"].endswith(".ist") and (minted / row["truth_path"]).is_file()
+    # every file of the sample, image first, with its sha256 and size
+    assert [f["path"].rsplit(".", 1)[0] for f in row["files"]][:1] == [row["path"].rsplit(".", 1)[0]]
+    assert {f["path"].split(row["sample_id"], 1)[1] for f in row["files"]} == \
+        {".png", ".ist", ".xyt", ".orientation.npy", ".singularities.json"}
+    assert all((minted / f["path"]).stat().st_size == f["bytes"] for f in row["files"])
     assert (row["modality"], row["dpi"], row["width"], row["height"]) == ("fingerprint", 500, 160, 192)
     pairs = ds.dataset(minted / "pairs" / "plain-plain", format="parquet").to_table()
     assert pairs.num_rows == meta["pairs"]["plain-plain"]["mated"] + meta["pairs"]["plain-plain"]["non_mated"]
@@ -94,7 +99,7 @@ def test_validate_passes_then_names_the_corrupted_sample(minted, tmp_path):
     (copy / other["truth_path"]).unlink()
     problems = validate_dataset(copy).problems
     assert len(problems) == 2
-    assert problems[1] == f"sample {other['sample_id']}: ground truth {other['truth_path']} does not exist"
+    assert problems[1] == f"sample {other['sample_id']}: {other['truth_path']} does not exist"
 
 
 def test_validate_names_pairs_that_point_at_unknown_samples(minted, tmp_path):

@@ -6,6 +6,10 @@ Formats (chosen by content, not by trust):
   * biomint's own: `<name>.pt` (torch.save of a flat {name: tensor} dict) next to
     `<name>.json` {"format": "biomint-stylegan2", "version": 1, "init_kwargs": {...}}
 All end in `Generator(**init_kwargs).load_state_dict(state, strict=True)`.
+
+Reading is bounded by `ReadLimits` (MAX_CHECKPOINT_BYTES, MAX_TENSORS, MAX_COMPRESSION_RATIO):
+file size, zip entries, declared storages and tensor shapes, and the size of the network the
+arguments describe are checked before anything that large is allocated.
 """
 
 from __future__ import annotations
@@ -20,10 +24,14 @@ from typing import Any
 
 import torch
 
-from generators.face.checkpoint_nvidia import read_nvidia_pickle
+# The limits live with the unpicklers that enforce them; re-exported for the loader's users.
+from generators.face.checkpoint_nvidia import (  # noqa: F401
+    MAX_CHECKPOINT_BYTES, MAX_COMPRESSION_RATIO, MAX_TENSORS, ReadLimits, check_torch_stream,
+    human_bytes, read_nvidia_pickle)
 from generators.face.checkpoint_rosinality import infer_rosinality_kwargs, rosinality_to_ada
 from generators.face.errors import CheckpointError
 from generators.face.generator import Generator
+from generators.face.synthesis import channels_per_resolution
 
 OWN_FORMAT = "biomint-stylegan2"
 OWN_VERSION = 1
@@ -49,7 +57,9 @@ def save_generator(model: Generator, path: str | Path) -> tuple[Path, Path]:
     return path, meta
 
 
-def _torch_load_safely(path: Path) -> Any:
+def _torch_load_safely(path: Path, limits: ReadLimits) -> Any:
+    with open(path, "rb") as fh:
+        check_torch_stream(fh, path.stat().st_size, path, limits)
     try:
         # rosinality's train.py stores its argparse.Namespace under "args": a plain attribute
         # bag, safe to allow; everything else must be tensors and containers.
@@ -61,7 +71,62 @@ def _torch_load_safely(path: Path) -> Any:
             f"Refusing to load {path}: it is not a tensors-only PyTorch file ({first}).") from None
 
 
-def _build(init_kwargs: dict[str, Any], state: dict[str, torch.Tensor], path: Path) -> Generator:
+def _generator_nbytes(init_kwargs: dict[str, Any]) -> int | None:
+    """Upper bound on the float32 parameters and buffers of Generator(**init_kwargs); None when
+    the arguments are too malformed to tell (Generator then refuses them itself)."""
+    try:
+        m = dict(init_kwargs.get("mapping_kwargs") or {})
+        s = dict(init_kwargs.get("synthesis_kwargs") or {})
+        w, rgb, res_max = (int(init_kwargs[k]) for k in ("w_dim", "img_channels", "img_resolution"))
+        z, c = int(init_kwargs["z_dim"]), int(init_kwargs["c_dim"])
+        widest = max(z + w + c, int(m.get("layer_features") or w),
+                     int(m.get("embed_features") or w))
+        n = (int(m.get("num_layers", 8)) + 1) * (widest + 1) * widest
+        if res_max < 4:
+            return None
+        ch = channels_per_resolution(res_max, int(s.get("channel_base", 32768)),
+                                     int(s.get("channel_max", 512)))
+        for res, out in ch.items():
+            inp = ch.get(res // 2, 0)
+            n += 9 * out * (inp + out) + (w + 1) * (inp + 2 * out + 1) + rgb * (out + 1) \
+                + 16 * out + 2 * res * res + 64
+        return 4 * n
+    except (TypeError, ValueError, KeyError, AttributeError, OverflowError):
+        return None
+
+
+# _generator_nbytes over-counts real generators by at most ~1.3x (the mapping term), and a
+# checkpoint may hold its weights in half precision: another 2x.
+_ESTIMATE_SLACK = 3
+
+
+def _stored_bytes(state: dict[str, torch.Tensor]) -> int:
+    """Bytes of the distinct storages behind `state` (what the file really provided)."""
+    seen: dict[int, int] = {}
+    for t in state.values():
+        if isinstance(t, torch.Tensor):
+            s = t.untyped_storage()
+            seen[s.data_ptr()] = max(seen.get(s.data_ptr(), 0), s.nbytes())
+    return sum(seen.values())
+
+
+def _build(init_kwargs: dict[str, Any], state: dict[str, torch.Tensor], path: Path,
+           limits: ReadLimits) -> Generator:
+    # The arguments come from the file, and a few bytes can describe a network of any width:
+    # refuse one that the limit or the file's own weights cannot pay for before building it.
+    nbytes = _generator_nbytes(init_kwargs)
+    if nbytes is not None and nbytes > limits.max_bytes:
+        raise CheckpointError(
+            f"Refusing to load {path}: its arguments describe a generator of about "
+            f"{human_bytes(nbytes)}, over the {human_bytes(limits.max_bytes)} limit for a face "
+            f"checkpoint (a 1024x1024 StyleGAN2 generator is ~130 MB); check its init kwargs or "
+            f"export the generator again.")
+    held = _stored_bytes(state)
+    if nbytes is not None and nbytes > _ESTIMATE_SLACK * held + (1 << 20):
+        raise CheckpointError(
+            f"Refusing to load {path}: its arguments describe a generator of about "
+            f"{human_bytes(nbytes)} but the file holds only {human_bytes(held)} of its weights, "
+            f"so they do not belong together; export the generator again.")
     try:
         model = Generator(**init_kwargs)
     except (TypeError, ValueError) as exc:
@@ -103,10 +168,12 @@ def _is_nvidia_pickle(path: Path) -> bool:
     return head[2:4] != b"\x8a\x0a" or head[4:14] != _TORCH_LEGACY_MAGIC.to_bytes(10, "little")
 
 
-def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Generator:
+def load_generator(path: str | Path, device: str | torch.device = "cpu",
+                   limits: ReadLimits = ReadLimits()) -> Generator:
     """Build the generator stored at `path` on `device` (eval mode, no grad).
 
-    Raises CheckpointError with one sentence when the file is missing, unsafe or unsupported.
+    Raises CheckpointError with one sentence when the file is missing, unsafe, unsupported or
+    larger than `limits` allow.
     """
     path = Path(path)
     if not path.is_file():
@@ -116,16 +183,16 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Gene
             f"that exists.")
     sidecar = path.with_suffix(".json")
     if sidecar.is_file() and path.suffix != ".json":
-        model = _load_own(path, sidecar)
+        model = _load_own(path, sidecar, limits)
     elif _is_nvidia_pickle(path):
-        init_kwargs, state = read_nvidia_pickle(path)
-        model = _build(init_kwargs, state, path)
+        init_kwargs, state = read_nvidia_pickle(path, limits=limits)
+        model = _build(init_kwargs, state, path, limits)
     else:
-        model = _load_torch_file(path)
+        model = _load_torch_file(path, limits)
     return model.to(device)
 
 
-def _load_own(path: Path, sidecar: Path) -> Generator:
+def _load_own(path: Path, sidecar: Path, limits: ReadLimits) -> Generator:
     try:
         meta = json.loads(sidecar.read_text())
     except (OSError, json.JSONDecodeError) as exc:
@@ -133,20 +200,20 @@ def _load_own(path: Path, sidecar: Path) -> Generator:
     if meta.get("format") != OWN_FORMAT or meta.get("version") != OWN_VERSION:
         raise CheckpointError(f"{sidecar} is not a {OWN_FORMAT} v{OWN_VERSION} description "
                               f"(format={meta.get('format')!r}, version={meta.get('version')!r}).")
-    state = _torch_load_safely(path)
+    state = _torch_load_safely(path, limits)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} must hold a flat dict of tensors.")
-    return _build(meta["init_kwargs"], dict(state), path)
+    return _build(meta["init_kwargs"], dict(state), path, limits)
 
 
-def _load_torch_file(path: Path) -> Generator:
-    data = _torch_load_safely(path)
+def _load_torch_file(path: Path, limits: ReadLimits) -> Generator:
+    data = _torch_load_safely(path, limits)
     if isinstance(data, dict) and isinstance(data.get("g_ema"), dict):
         g_ema = {k: v for k, v in data["g_ema"].items()}
         kwargs = infer_rosinality_kwargs(g_ema)
         latent_avg = data.get("latent_avg")
         state = rosinality_to_ada(g_ema, latent_avg, kwargs["img_resolution"].bit_length() - 1)
-        model = _build(kwargs, state, path)
+        model = _build(kwargs, state, path, limits)
         if latent_avg is None:
             # rosinality's train.py stores no average w; its generate.py estimates it from
             # 4096 mapped latents (`mean_latent`). Do the same, with a fixed seed.

@@ -22,6 +22,13 @@ A stage is a module with this shape (see pipeline/stages/fingerprint.py, the fir
                                            name) that this stage builds on (latents: the fingerprint
                                            stage's fingers); runs before check()
     PAIR_SOURCES: tuple[str, ...]           optional: other stages whose rows its pairs may name
+    OFF: dict                               optional (stages that can be skipped): config values
+                                           that make skip_reason() say so; `repair` sets them on
+                                           stages a dataset.json does not record
+
+Every file a stage writes goes through `context.write(relative_path, data)`: the manifest then
+lists it, with its sha256 and size, in the `files` of the sample whose id starts its name (or in
+the shard's stats when it belongs to no one sample), and validate, resume and repair check it.
 
 `context` is a StageContext. A stage that gives up on a sample on purpose (e.g. a face whose
 identity similarity stays under the floor) calls `context.record_dropped(sample_id, reason)`;

@@ -21,14 +21,34 @@ class StageContext:
     seed: int                      # dataset seed
     device: str = "cpu"            # resolved torch device of this worker ("cpu", "cuda:0")
     dropped: list[dict] = field(default_factory=list)
+    written: list[dict] = field(default_factory=list)   # every file written: path, sha256, bytes
 
     def record_dropped(self, sample_id: str, reason: str) -> None:
         self.dropped.append({"sample_id": sample_id, "reason": reason})
 
     def write(self, relative_path: str, data: bytes) -> str:
-        """Write a file of the dataset atomically; returns its sha256."""
+        """Write a file of the dataset atomically; returns its sha256. Every file a stage
+        writes goes through here, so that the manifest lists it with its hash and size."""
         write_bytes_atomic(self.root / relative_path, data)
-        return sha256_bytes(data)
+        sha = sha256_bytes(data)
+        self.written.append({"path": relative_path, "sha256": sha, "bytes": len(data)})
+        return sha
+
+
+def assign_files(rows: list[dict], written: list[dict]) -> list[dict]:
+    """Give each row its `files` (the files whose name starts with its sample_id and a dot,
+    image first); returns the files that belong to no sample (per subject or per shard,
+    e.g. a face identity's latents), which the shard's stats list."""
+    by_id: dict[str, list[dict]] = {row["sample_id"]: [] for row in rows}
+    shared = []
+    for entry in written:
+        owner = entry["path"].rsplit("/", 1)[-1].split(".", 1)[0]
+        (by_id[owner] if owner in by_id else shared).append(entry)
+    for row in rows:
+        files = by_id[row["sample_id"]]
+        files.sort(key=lambda e: e["path"] != row["path"])    # the image first, then truth in write order
+        row["files"] = files
+    return shared
 
 
 def settings_config_fields(settings_type: type) -> list[tuple]:

@@ -101,6 +101,9 @@ def typed(config: Any) -> Config:
     return c
 
 
+OFF = {"checkpoint": None}   # the config values that skip this stage (repair turns unrecorded stages off)
+
+
 def skip_reason(config: Any) -> str | None:
     if typed(config).checkpoint is None:
         return ("face.checkpoint is null, so no faces are minted; set face.checkpoint=<path to a "

@@ -35,7 +35,6 @@ import pyarrow as pa
 
 from generators.fingerprint.settings import FingerprintSettings
 from pipeline.errors import ConfigError
-from pipeline.manifest import write_bytes_atomic
 from pipeline.seeding import ROLLED_SLOT, SAMPLE_SLOT, STAGE_IDS, derived_seed, sample_seed_sequence, subject_seed_sequence
 from pipeline.stages.base import (StageContext, generator_version, image_png_bytes, relative_sample_dir,
                                   settings_config_fields, settings_from_config)
@@ -164,11 +163,17 @@ def slaps_of(config, subject: int) -> list[int]:
 
 
 def expected_rows(config, start: int, stop: int) -> int:
+    """Rows of subjects [start, stop): O(1) in the count, since every subject but the last
+    holds all of config.positions (and so the same slaps)."""
     per = len(config.positions)
     fingers = max(0, min(stop * per, config.fingers) - start * per)
     rows = fingers * (config.impressions + config.rolled)
     if config.slaps:
-        rows += sum(len(slaps_of(config, s)) for s in range(start, min(stop, subject_count(config))))
+        last = subject_count(config) - 1
+        stop = min(stop, last + 1)
+        if stop > start:
+            full = stop - start - (1 if stop - 1 == last else 0)
+            rows += full * len(slaps_of(config, 0)) + (len(slaps_of(config, last)) if stop - 1 == last else 0)
     return rows
 
 
@@ -277,35 +282,35 @@ def _write_sample(fp, config, settings: FingerprintSettings, context: StageConte
 
 def _write_slap_truth(fp, settings: FingerprintSettings, context: StageContext, iso_path: str, slap) -> None:
     """<id>.ist (ISO 19794-2, one finger view per finger), <id>.xyt (every minutia of the slap)
-    and <id>.segments.json (per finger: position, box, minutiae, cores, deltas), slap pixels."""
+    and <id>.segments.json (per finger: position, box, minutiae, cores, deltas), slap pixels;
+    each atomically, listed with its hash in the sample's manifest `files`."""
     stem = iso_path[: -len(".ist")]
     h, w = slap.image.shape[:2]
     views = [(seg.minutiae, seg.position) for seg in slap.segments]
-    write_bytes_atomic(context.root / f"{stem}.ist",
-                       fp.iso19794_2_views_bytes(views, w, h, settings.dpi,
-                                                 impression_type=int(slap.params["ansi_nist_impression_code"])))
-    write_bytes_atomic(context.root / f"{stem}.xyt", fp.xyt_bytes(slap.minutiae))
+    context.write(f"{stem}.ist", fp.iso19794_2_views_bytes(views, w, h, settings.dpi,
+                                                           impression_type=int(slap.params["ansi_nist_impression_code"])))
+    context.write(f"{stem}.xyt", fp.xyt_bytes(slap.minutiae))
     segments = [{"position": seg.position, "box": list(seg.box),
                  "minutiae": [[round(float(v), 4) for v in m] for m in seg.minutiae],
                  "cores": [[float(x), float(y)] for x, y in seg.cores],
                  "deltas": [[float(x), float(y)] for x, y in seg.deltas],
                  "ink_in_box": round(float(seg.ink_in_box), 6)} for seg in slap.segments]
-    write_bytes_atomic(context.root / f"{stem}.segments.json", json.dumps(segments, sort_keys=True).encode())
+    context.write(f"{stem}.segments.json", json.dumps(segments, sort_keys=True).encode())
 
 
 def _write_truth(fp, settings: FingerprintSettings, context: StageContext, iso_path: str, impression) -> None:
     """Ground truth next to each other: <id>.ist (ISO 19794-2), <id>.xyt, <id>.orientation.npy,
-    <id>.singularities.json, each written atomically (a file that exists is whole)."""
+    <id>.singularities.json, each written atomically (a file that exists is whole) and listed
+    with its hash in the sample's manifest `files`."""
     stem = iso_path[: -len(".ist")]
     h, w = impression.image.shape[:2]
-    write_bytes_atomic(context.root / f"{stem}.ist",
-                       fp.iso19794_2_bytes(impression.minutiae, w, h, settings.dpi,
-                                           finger_position=int(impression.params["finger_position"]),
-                                           impression_type=int(impression.params["ansi_nist_impression_code"])))
-    write_bytes_atomic(context.root / f"{stem}.xyt", fp.xyt_bytes(impression.minutiae))
+    context.write(f"{stem}.ist", fp.iso19794_2_bytes(impression.minutiae, w, h, settings.dpi,
+                                                     finger_position=int(impression.params["finger_position"]),
+                                                     impression_type=int(impression.params["ansi_nist_impression_code"])))
+    context.write(f"{stem}.xyt", fp.xyt_bytes(impression.minutiae))
     buffer = io.BytesIO()
     np.save(buffer, np.asarray(impression.orientation, dtype=np.float32))
-    write_bytes_atomic(context.root / f"{stem}.orientation.npy", buffer.getvalue())
+    context.write(f"{stem}.orientation.npy", buffer.getvalue())
     singular = {k: [[float(x), float(y)] for x, y in v] for k, v in impression.singularities.items()}
-    write_bytes_atomic(context.root / f"{stem}.singularities.json", json.dumps(singular, sort_keys=True).encode())
+    context.write(f"{stem}.singularities.json", json.dumps(singular, sort_keys=True).encode())
 

@@ -39,7 +39,6 @@ import pyarrow as pa
 
 from generators.latent.settings import LatentSettings
 from pipeline.errors import CheckpointError, ConfigError
-from pipeline.manifest import write_bytes_atomic
 from pipeline.seeding import STAGE_IDS, derived_seed, sample_seed_sequence
 from pipeline.stages import fingerprint as fingerprint_stage
 from pipeline.stages.base import (StageContext, generator_version, image_png_bytes, relative_sample_dir,
@@ -96,6 +95,9 @@ def bind(config, configs: dict):
 
 def settings_from(config) -> LatentSettings:
     return settings_from_config(config, LatentSettings, "latent")
+
+
+OFF = {"per_finger": 0}   # the config values that skip this stage (repair turns unrecorded stages off)
 
 
 def skip_reason(config) -> str | None:
@@ -325,11 +327,11 @@ def _write_sample(config, context: StageContext, subject: int, position: int, k:
     if config.write_truth:
         stem = f"{relative_sample_dir('truth', MODALITY, subject)}/{sid}"
         truth_path = f"{stem}.xyt"
-        write_bytes_atomic(context.root / truth_path, fp.xyt_bytes(made.latent.minutiae))
-        write_bytes_atomic(context.root / f"{stem}.mask.png", image_png_bytes(made.latent.mask.astype(np.uint8) * 255))
+        context.write(truth_path, fp.xyt_bytes(made.latent.minutiae))
+        context.write(f"{stem}.mask.png", image_png_bytes(made.latent.mask.astype(np.uint8) * 255))
         buffer = io.BytesIO()
         np.save(buffer, np.asarray(made.latent.orientation, dtype=np.float32))
-        write_bytes_atomic(context.root / f"{stem}.orientation.npy", buffer.getvalue())
+        context.write(f"{stem}.orientation.npy", buffer.getvalue())
     height, width = made.image.shape
     return {
         "sample_id": sid, "subject_id": subject, "modality": MODALITY, "finger_position": position,
