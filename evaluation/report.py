@@ -68,10 +68,9 @@ def write_report(path: Path, root: Path, summary: dict, manifest: pd.DataFrame,
                     "n can resolve.</p>")
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>biomint evaluation"
             f"</title><style>{CSS}</style></head><body>{''.join(body)}</body></html>")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
+    from pipeline.manifest import write_bytes_atomic
+
+    write_bytes_atomic(path, page.encode("utf-8"))
     return path
 
 

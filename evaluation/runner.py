@@ -40,9 +40,10 @@ def _identity(samples: pd.DataFrame) -> pd.DataFrame:
 
 
 def _write(table: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_suffix(".parquet.tmp")
-    table.to_parquet(tmp, index=False)
-    tmp.replace(path)
+    from pipeline.manifest import atomic_path
+
+    with atomic_path(path) as tmp:
+        table.to_parquet(tmp, index=False)
 
 
 def evaluate_dataset(dataset_root: Path, settings: EvaluationSettings | None = None,
@@ -117,7 +118,9 @@ def evaluate_dataset(dataset_root: Path, settings: EvaluationSettings | None = N
             fp_pairs, face_table, face_pairs, s.quality_bin_edges, s.grid_per_bin,
             slap_segments=fp_tables.get("slap_segments"), slaps=fp_tables.get("slaps"),
             latent_search=latent_table))
-    (eval_dir / "summary.json").write_text(json.dumps(_strict_json(summary), indent=2))
+    from pipeline.manifest import write_bytes_atomic
+
+    write_bytes_atomic(eval_dir / "summary.json", json.dumps(_strict_json(summary), indent=2).encode())
     return summary
 
 

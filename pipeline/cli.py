@@ -134,6 +134,10 @@ def cmd_evaluate(args: list[str]) -> int:
             summary = evaluate_root(ns.dataset, settings, client=client)
     except EVALUATION_INPUT_ERRORS as e:
         fail_bad_input(str(e))
+    except OSError as e:
+        if e.errno in DISK_FULL_ERRNOS:
+            fail(disk_full_sentence(e.filename or ns.dataset / "eval", what="the evaluation"))
+        raise
     from evaluation.report import format_summary
 
     print(format_summary(summary))

@@ -50,8 +50,7 @@ def disk_full_sentence(path, needed_bytes: int | None = None, what: str = "") ->
     have = f"{free / 1e6:.1f} MB free" if free is not None else "no free space"
     need = f"; about {needed_bytes / 1e6:.1f} MB more are needed for {what or 'the rest of the run'}" \
         if needed_bytes else ""
-    return (f"disk full: could not write {path} ({have}{need}); free space (or choose another "
-            "output_dir) and rerun the same command to finish")
+    return f"disk full: could not write {path} ({have}{need}); free space and rerun the same command to finish"
 
 
 # Bad-input exceptions raised outside pipeline/ (generators raise ValueError subclasses).

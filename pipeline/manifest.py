@@ -119,10 +119,18 @@ def _temporary(path: Path):
         raise
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    with _temporary(path) as tmp:
-        tmp.write_bytes(data)
+@contextlib.contextmanager
+def atomic_path(path: Path):
+    """Write to the yielded temporary path; it becomes `path` when the body succeeds and is
+    removed when it fails (evaluation tables and reports are written through this too)."""
+    with _temporary(Path(path)) as tmp:
+        yield tmp
         os.replace(tmp, path)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -130,9 +138,8 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 
 
 def write_table_atomic(path: Path, table: pa.Table) -> None:
-    with _temporary(path) as tmp:
+    with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
 
 
 def manifest_dir(root: Path, stage: str) -> Path:

@@ -219,8 +219,9 @@ def regenerate_sample(root: Path, sample_id: str, out_file: Path, device: str = 
     except OSError as e:
         if e.errno in DISK_FULL_ERRNOS:
             raise DiskFull(disk_full_sentence(out_file, len(data), "the sample")) from None
-        raise ConfigError(f"cannot write {out_file} ({e.strerror or first_line(e)}); give a path you can "
-                          "write to") from None
+        why = (f"{out_file.parent} is not a folder" if isinstance(e, (FileExistsError, NotADirectoryError))
+               else e.strerror or first_line(e))
+        raise ConfigError(f"cannot write {out_file} ({why}); give a path you can write to") from None
     from pipeline.manifest import sha256_bytes
 
     current = getattr(stage, "current_generator_version", lambda: row["generator_version"])()
