@@ -335,6 +335,12 @@ def test_counts_beyond_what_sample_ids_hold_are_refused_before_anything_is_writt
     assert_one_sentence(result, 2, "200,000,000 subjects", "100,000,000")
     assert time.monotonic() - started < 60
     assert not (root / "dataset.json").exists()
+    for key, value, needle in (("fingerprint.width", 3_000_000_000, "image sides are 1..16384 px"),
+                               ("fingerprint.dpi", 40000, "the manifest's dpi is int16"),
+                               ("latent.height", 100000, "image sides are 1..16384 px")):
+        assert_one_sentence(run_biomint("dataset=smoke", f"output_dir={root}", f"{key}={value}",
+                                        "latent.per_finger=1"), 2, f"{key}={value} is not allowed", needle)
+    assert not root.exists() or not any(root.iterdir())
 
 
 # --- commands -------------------------------------------------------------------------------------

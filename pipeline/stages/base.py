@@ -79,6 +79,21 @@ def settings_from_config(config, settings_type: type, group: str):
         raise ConfigError(f"{group} settings are not valid: {e}") from None
 
 
+# What the manifest's columns and a worker's memory hold: width/height are int32, dpi int16, and
+# an image side beyond 16384 px (268 MB a grey image) is a typo, not a fingerprint.
+MAX_IMAGE_SIDE = 16384
+MAX_DPI = 32767
+
+
+def check_image_sizes(group: str, sizes: dict[str, int], dpi: int | None = None) -> None:
+    """ConfigError (one sentence) for an image side or dpi the manifest or a worker cannot hold."""
+    for key, value in sizes.items():
+        if not 1 <= int(value) <= MAX_IMAGE_SIDE:
+            raise ConfigError(f"{group}.{key}={value} is not allowed: image sides are 1..{MAX_IMAGE_SIDE} px")
+    if dpi is not None and not 1 <= int(dpi) <= MAX_DPI:
+        raise ConfigError(f"{group}.dpi={dpi} is not allowed: 1..{MAX_DPI} (the manifest's dpi is int16)")
+
+
 def stage_device(config) -> str:
     """The `device` a stage config asks for ("auto" when it has none); configs may be dicts."""
     value = config.get("device") if isinstance(config, dict) else getattr(config, "device", None)

@@ -36,8 +36,8 @@ import pyarrow as pa
 from generators.fingerprint.settings import FingerprintSettings
 from pipeline.errors import ConfigError
 from pipeline.seeding import ROLLED_SLOT, SAMPLE_SLOT, STAGE_IDS, derived_seed, sample_seed_sequence, subject_seed_sequence
-from pipeline.stages.base import (StageContext, generator_version, image_png_bytes, relative_sample_dir,
-                                  settings_config_fields, settings_from_config)
+from pipeline.stages.base import (StageContext, check_image_sizes, generator_version, image_png_bytes,
+                                  relative_sample_dir, settings_config_fields, settings_from_config)
 
 NAME = "fingerprint"
 STAGE_ID = STAGE_IDS[NAME]
@@ -110,6 +110,9 @@ def check(config) -> None:
         raise ConfigError(f"fingerprint.difficulty={config.difficulty} is not allowed: it must be in [0, 1]")
     if config.device != "auto" and not config.device.startswith(("cpu", "cuda")):
         raise ConfigError(f"fingerprint.device={config.device} is not allowed: auto, cpu, cuda or cuda:<n>")
+    check_image_sizes("fingerprint", {key: getattr(config, key) for key in (
+        "width", "height", "master_width", "master_height", "rolled_width", "rolled_height", "slap_width",
+        "slap_height")}, config.dpi)
     _check_quality_mix(settings_from(config))
 
 

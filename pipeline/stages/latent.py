@@ -41,8 +41,8 @@ from generators.latent.settings import LatentSettings
 from pipeline.errors import CheckpointError, ConfigError
 from pipeline.seeding import STAGE_IDS, derived_seed, sample_seed_sequence
 from pipeline.stages import fingerprint as fingerprint_stage
-from pipeline.stages.base import (StageContext, generator_version, image_png_bytes, relative_sample_dir,
-                                  settings_config_fields, settings_from_config)
+from pipeline.stages.base import (StageContext, check_image_sizes, generator_version, image_png_bytes,
+                                  relative_sample_dir, settings_config_fields, settings_from_config)
 
 NAME = "latent"
 STAGE_ID = STAGE_IDS["latent_fingerprint"]
@@ -117,6 +117,7 @@ def check(config) -> None:
         raise ConfigError(f"latent.t0={config.t0} is not allowed: it must be in (0, 1]")
     if not 0.0 <= config.gate_keep <= 1.0 or config.gate_attempts < 1:
         raise ConfigError("latent.gate_keep must be in [0, 1] and latent.gate_attempts >= 1")
+    check_image_sizes("latent", {"width": config.width, "height": config.height}, config.dpi)
     if config.device != "auto" and not config.device.startswith(("cpu", "cuda")):
         raise ConfigError(f"latent.device={config.device} is not allowed: auto, cpu, cuda or cuda:<n>")
     if config.fingerprint is None:
