@@ -3,6 +3,7 @@
     biomint [dataset=<preset>] [output_dir=<dir>] [seed=<int>] [key=value ...]   mint (Hydra app)
     biomint validate <dir>
     biomint repair <dir> [key=value ...]      re-mint exactly the damaged shards (full sha256 check)
+    biomint plan [key=value ...]              what a run would mint and cost, before it starts
     biomint regenerate <dir> <sample_id> <out_file>
     biomint evaluate <dir> [setting=value ...]
     biomint export-ansi-nist <dir> [--out DIR] [--compression png|wsq]
@@ -83,6 +84,18 @@ def cmd_repair(args: list[str]) -> int:
     except (ShardsFailed, DiskFull) as e:
         fail(str(e))
     print(result)
+    return EXIT_OK
+
+
+def cmd_plan(args: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in args):
+        print("usage: biomint plan [key=value ...]\n\nWhat `biomint <overrides>` would mint and cost: samples, "
+              "shards, files, bytes, pairs, worker-hours (from one subject minted in a temporary folder on this "
+              "machine); nothing is written to the output_dir.")
+        return EXIT_OK
+    from pipeline.plan import plan_command
+
+    print(plan_command(args))
     return EXIT_OK
 
 
@@ -181,7 +194,7 @@ def _dask_client(address: str | None):
         yield client
 
 
-SUBCOMMANDS = {"validate": cmd_validate, "repair": cmd_repair, "regenerate": cmd_regenerate,
+SUBCOMMANDS = {"validate": cmd_validate, "repair": cmd_repair, "plan": cmd_plan, "regenerate": cmd_regenerate,
                "evaluate": cmd_evaluate, "export-ansi-nist": cmd_export_ansi_nist}
 
 

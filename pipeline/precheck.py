@@ -44,18 +44,22 @@ def precheck_overrides(argv: list[str]) -> None:
         check_one(list(combination))
 
 
-def check_one(overrides: list[str]) -> None:
-    from pipeline.config import check_config, check_writable, resolve_output_dir, to_config
-    from pipeline.runner import active_stages
-
+def compose_checked(overrides: list[str]):
+    """The composed config of `overrides`; ConfigError (one sentence) for a bad one."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         try:
-            cfg = compose("config", overrides=overrides)
+            return compose("config", overrides=overrides)
         except MissingConfigException as e:
             raise ConfigError(_missing_option_sentence(str(e))) from None
         except (HydraException, OmegaConfBaseException) as e:
             raise ConfigError(_override_sentence(e, overrides)) from None
-    config = to_config(cfg)
+
+
+def check_one(overrides: list[str]) -> None:
+    from pipeline.config import check_config, check_writable, resolve_output_dir, to_config
+    from pipeline.runner import active_stages
+
+    config = to_config(compose_checked(overrides))
     check_config(config)
     active_stages(config)
     check_writable(resolve_output_dir(config.output_dir))

@@ -11,6 +11,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from pipeline.config import check_config, check_writable, generation_config, resolve_output_dir, to_config
+from pipeline.drops import DropTally, too_many_dropped
 from pipeline.errors import DISK_FULL_ERRNOS, ConfigError, DiskFull, ManifestError, disk_full_sentence
 from pipeline.lock import dataset_lock
 from pipeline.manifest import (SCHEMA_VERSION, finished_shard_stats, is_temporary, load_dataset_json, manifest_dir,
@@ -26,10 +27,18 @@ DATASET_ENTRIES = ("dataset.json", "images", "truth", "manifest", "pairs", "eval
 VERSIONED_PACKAGES = ("biomint", "numpy", "pyarrow", "dask", "distributed", "hydra-core", "pillow", "torch")
 # Sample ids write the subject with 8 digits (fp-00000042-07-03): at most 10^8 subjects per stage.
 MAX_SUBJECTS = 10 ** 8
+# Stage keys that decide whether a run's result is accepted, not what it mints: dataset.json does
+# not record them, so a rerun may raise one to accept what a failed run reported.
+ACCEPTANCE_KEYS = ("max_drop_fraction",)
 
 
 class ShardsFailed(RuntimeError):
     """Some shards failed after every retry (their subject ranges are in the message)."""
+
+
+class TooManyDropped(ShardsFailed):
+    """A stage dropped more of its samples than its `max_drop_fraction`. A ShardsFailed, so
+    that every command that mints (run, repair) ends with its one sentence and exit 1."""
 
 
 def active_stages(config) -> list[tuple]:
@@ -70,6 +79,9 @@ def run(cfg: DictConfig) -> dict:
     check_writable(root)
     active_names = {stage.NAME for stage, _ in stages}
     recorded = generation_config(cfg, tuple(name for name in load_stages() if name not in active_names))
+    for name in active_names:
+        for key in ACCEPTANCE_KEYS:
+            (recorded.get(name) or {}).pop(key, None)
     with dataset_lock(root, "mint"):
         try:
             meta = prepare_root(root, recorded, config.overwrite, stages, config.dataset.shard_size)
@@ -129,6 +141,7 @@ def mint_dataset(root: Path, config, stages: list[tuple], meta: dict) -> dict:
                       *(stats_path(root, stage.NAME, "x").parent for stage, _ in stages)):
         remove_temporaries(directory)
     pending = {stage.NAME: pending_shards(root, stage, sc, config.dataset.shard_size) for stage, sc in stages}
+    tallies: dict[str, DropTally] = {}
     if any(len(p) for p in pending.values()):
         from pipeline.cluster import open_cluster
         from pipeline.worker import warm_up
@@ -139,9 +152,16 @@ def mint_dataset(root: Path, config, stages: list[tuple], meta: dict) -> dict:
             for stage, stage_config in stages:
                 timing = mint_stage(client, root, config, stage, stage_config, pending[stage.NAME])
                 meta["stages"][stage.NAME]["last_run"] = timing
+                # Checked at once, so that a stage with too many drops stops the run before the next one
+                tallies[stage.NAME] = tally_stage(root, stage, stage_config, config.dataset.shard_size)
+                check_drops(stage, stage_config, tallies[stage.NAME])
 
+    for stage, stage_config in stages:      # every shard, those of earlier runs too, before any pairs
+        if stage.NAME not in tallies:
+            tallies[stage.NAME] = tally_stage(root, stage, stage_config, config.dataset.shard_size)
+            check_drops(stage, stage_config, tallies[stage.NAME])
     for stage, stage_config in stages:
-        meta["stages"][stage.NAME]["rows"] = count_rows(root, stage, stage_config, config.dataset.shard_size)
+        meta["stages"][stage.NAME]["rows"] = tallies[stage.NAME].rows
         meta["pairs"].update(write_pairs(root, stage, config.pairs, config.seed, stage_config))
     meta["status"] = "complete"
     write_json_atomic(root / "dataset.json", meta)
@@ -236,8 +256,9 @@ def pending_shards(root: Path, stage, stage_config, shard_size: int) -> PendingS
 
 
 def mint_stage(client, root: Path, config, stage, stage_config, shards: PendingShards) -> dict:
-    """Run a stage's pending shards on the cluster with a progress bar and a summary line;
-    returns this run's timing: samples, shards, seconds (wall), shard_seconds and cpu_seconds
+    """Run a stage's pending shards on the cluster with a progress bar and a summary line
+    (samples minted, dropped and the top reasons, throughput); returns this run's timing:
+    samples (minted + dropped), dropped, shards, seconds (wall), shard_seconds and cpu_seconds
     (sums over shards of the time inside the workers' tasks: wall clock and CPU).
 
     Shards are submitted as workers free up (a few per worker in flight), so the client's
@@ -270,6 +291,7 @@ def mint_stage(client, root: Path, config, stage, stage_config, shards: PendingS
     for shard in itertools.islice(todo, 4 * workers):
         submit(shard)
     failed, minted, shard_seconds, cpu_seconds, disk_full = [], 0, 0.0, 0.0, None
+    drops = DropTally()          # of this run's shards: the summary line
     sample_bytes = sampled = 0       # bytes per sample so far: what the rest needs on a full disk
     with tqdm(total=shards.rows, desc=stage.NAME, unit="sample", dynamic_ncols=True) as bar:
         for future in completed:
@@ -293,6 +315,7 @@ def mint_stage(client, root: Path, config, stage, stage_config, shards: PendingS
                     failed.append((shard.index, f"{shard.describe()}: {stats['message']}{where}"))
                 else:
                     minted += stats["rows"] + len(stats["dropped"])
+                    drops.add_shard(stats)
                     shard_seconds += stats["seconds"]
                     cpu_seconds += stats["cpu_seconds"]
                     sample_bytes += stats.get("bytes", 0)
@@ -314,27 +337,42 @@ def mint_stage(client, root: Path, config, stage, stage_config, shards: PendingS
                            f"retries; rerun the same command to retry them: "
                            + "; ".join(message for _, message in sorted(failed)[:10])
                            + (f"; ... and {len(failed) - 10} more" if len(failed) > 10 else ""))
-    log.info("%s: %d samples in %.1f s (%.2f samples/s) → %s", stage.NAME, minted, seconds,
-             minted / seconds if seconds else 0.0, manifest_dir(root, stage.NAME))
-    return {"samples": minted, "shards": len(shards), "seconds": round(seconds, 3),
+    why = f" ({drops.describe()})" if drops.dropped else ""
+    log.info("%s: %d samples minted, %d dropped%s in %.1f s (%.2f samples/s) → %s", stage.NAME, drops.rows,
+             drops.dropped, why, seconds, minted / seconds if seconds else 0.0, manifest_dir(root, stage.NAME))
+    return {"samples": minted, "dropped": drops.dropped, "shards": len(shards), "seconds": round(seconds, 3),
             "shard_seconds": round(shard_seconds, 3), "cpu_seconds": round(cpu_seconds, 3),
             "workers": workers}
 
 
-def count_rows(root: Path, stage, stage_config, shard_size: int) -> int:
-    """Rows of the stage's finished parts; fails the run unless rows + dropped = configured count."""
-    rows = dropped = 0
+def tally_stage(root: Path, stage, stage_config, shard_size: int) -> DropTally:
+    """Rows and drops of the stage's finished parts; fails the run unless rows + dropped =
+    configured count."""
+    tally = DropTally()
     for shard in plan_shards(stage.subject_count(stage_config), shard_size):
         stats = finished_shard_stats(root, stage.NAME, shard.name,
                                      stage.expected_rows(stage_config, shard.start, shard.stop))
         if stats is None:
             raise ShardsFailed(f"{stage.NAME}: {shard.describe()} has no complete part at "
                                f"{part_path(root, stage.NAME, shard.name)}; rerun the same command")
-        rows, dropped = rows + stats["rows"], dropped + len(stats["dropped"])
+        tally.add_shard(stats)
     expected = stage.expected_rows(stage_config, 0, stage.subject_count(stage_config))
-    if rows + dropped != expected:
-        raise ShardsFailed(f"{stage.NAME}: {rows} rows + {dropped} dropped != {expected} configured")
-    return rows
+    if tally.samples != expected:
+        raise ShardsFailed(f"{stage.NAME}: {tally.rows} rows + {tally.dropped} dropped != {expected} configured")
+    return tally
+
+
+def check_drops(stage, stage_config, tally: DropTally) -> None:
+    """TooManyDropped when the stage dropped more than its max_drop_fraction allows (stages
+    without that hook may drop any share)."""
+    if not hasattr(stage, "max_drop_fraction"):
+        return
+    cause = getattr(stage, "drop_cause", lambda reason: None)
+    top = tally.top(1)
+    sentence = too_many_dropped(stage.NAME, tally, stage.max_drop_fraction(stage_config),
+                                cause(top[0][1]) if top else None)
+    if sentence:
+        raise TooManyDropped(sentence)
 
 
 def package_versions() -> dict:

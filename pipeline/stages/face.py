@@ -4,7 +4,8 @@ Subject s is one identity. Image 0 is its anchor (truncated w, constant noise); 
 1..K-1 are mated images (attribute edits along InterFaceGAN boundaries when `face.boundaries`
 is given, fine-layer style mixing, fresh noise), each kept only if its embedder similarity to
 the anchor reaches `face.similarity_floor` (else smaller edits are retried, then the sample is
-dropped and recorded).
+dropped and recorded). Dropping more than `face.max_drop_fraction` of the samples fails the run,
+naming the likely cause (`drop_cause`): most often a checkpoint that does not draw faces.
 
 Seeding (CONVENTIONS §2, unit 0):
   identity candidates of subject s  <- subject_seed_sequence(seed, 2, s)   (drawn in order)
@@ -73,6 +74,7 @@ class Config:
     shrink: float = 0.5
     device: str = "auto"
     fp16: bool = True                      # half precision in the checkpoint's fp16 blocks on CUDA
+    max_drop_fraction: float = 0.2         # more dropped samples than this share fail the run (exit 1)
 
 
 PARAMS_TYPE = pa.struct([
@@ -120,8 +122,9 @@ def check(config: Any) -> None:
     for key in ("gate_threshold", "similarity_floor"):
         if not -1.0 <= getattr(c, key) <= 1.0:
             raise ConfigError(f"face.{key}={getattr(c, key)} is not allowed: a cosine in [-1, 1]")
-    if not 0.0 <= c.truncation_psi <= 1.0:
-        raise ConfigError(f"face.truncation_psi={c.truncation_psi} is not allowed: it must be in [0, 1]")
+    for key in ("truncation_psi", "max_drop_fraction"):
+        if not 0.0 <= getattr(c, key) <= 1.0:
+            raise ConfigError(f"face.{key}={getattr(c, key)} is not allowed: it must be in [0, 1]")
     for name, rng in c.edits.items():
         if len(rng) != 2 or rng[0] > rng[1]:
             raise ConfigError(f"face.edits.{name}={list(rng)} is not allowed: give [low, high]")
@@ -144,6 +147,24 @@ def check(config: Any) -> None:
         if isinstance(e, (CheckpointError, ConfigError)):
             raise
         raise ConfigError(f"face.embedder={c.embedder}: {e}") from None
+
+
+def max_drop_fraction(config: Any) -> float:
+    return typed(config).max_drop_fraction
+
+
+# (words of a drop reason, its likely cause when many samples are dropped for it)
+_NOT_FACES = "is face.checkpoint a face generator (StyleGAN2 trained on faces)? a random or non-face model draws"
+DROP_CAUSES = (("no face the detector finds", f"{_NOT_FACES} no face the detector finds"),
+               ("too close to an earlier identity", f"{_NOT_FACES} look-alikes the gate takes for one person; "
+                "with a face model, raise face.gate_threshold or face.max_candidates"),
+               ("below_floor", "mated images drift from their anchor: lower face.edits, face.mixing_strength_max "
+                "or face.similarity_floor"),
+               ("no_face", "the edits or the style mixing lose the face: lower face.edits or face.mixing_strength_max"))
+
+
+def drop_cause(reason: str) -> str | None:
+    return next((cause for words, cause in DROP_CAUSES if words in reason), None)
 
 
 def subject_count(config: Any) -> int:
@@ -316,10 +337,14 @@ def run_shard(shard, config: Any, context: StageContext) -> list[dict]:
     stop = min(shard.stop, c.identities)
     selected = _select_identities(t, context.seed, shard.start, stop)
     for subject in range(shard.start, stop):
-        ident, (tried, _, _) = selected[subject]
+        ident, (tried, duplicates, faceless) = selected[subject]
         if ident is None:
+            # Which rejection it was tells what to change (drop_cause): the model, or the gate.
+            why = ", ".join(part for n, part in ((faceless, f"{faceless} with no face the detector finds"),
+                                                 (duplicates, f"{duplicates} too close to an earlier identity")) if n)
+            reason = f"no distinct face in {tried} candidates" + (why and f": {why}")
             for k in range(c.images_per_identity):
-                context.record_dropped(sample_id(subject, k), f"no distinct face in {tried} candidates")
+                context.record_dropped(sample_id(subject, k), reason)
             continue
         for k, seed, m in _samples(t, context.seed, subject, ident):
             sid = sample_id(subject, k)
