@@ -33,6 +33,7 @@ KIND_SLOTS = {"plain-plain": 0, "rolled-plain": 1, "rolled-rolled": 2, "slap-pla
               "latent-plain": 5}
 # Below this many candidate non-mated pairs they are enumerated instead of rejection-sampled.
 ENUMERATE_LIMIT = 5_000_000
+DRAW_CHUNK = 1 << 20   # pairs drawn per numpy call by the rejection samplers
 
 
 def pairs_rng(dataset_seed: int, stage_id: int, slot: int) -> np.random.Generator:
@@ -87,15 +88,47 @@ def non_mated_pairs(identity: np.ndarray, count: int, rng: np.random.Generator) 
         keep = identity[i] != identity[j]
         chosen = np.sort(rng.choice(possible, size=count, replace=False))
         return np.stack([i[keep][chosen], j[keep][chosen]], axis=1)
-    seen: set[tuple[int, int]] = set()
-    while len(seen) < count:
-        a, b = rng.integers(0, n, size=(2, 2 * (count - len(seen))))
-        for x, y in zip(np.minimum(a, b), np.maximum(a, b)):
-            if identity[x] != identity[y] and (x, y) not in seen:
-                seen.add((int(x), int(y)))
-                if len(seen) == count:
-                    break
-    return np.array(sorted(seen), dtype=np.int64)
+
+    def draw(k: int) -> np.ndarray:
+        a, b = rng.integers(0, n, size=(2, k))
+        lo, hi = np.minimum(a, b), np.maximum(a, b)
+        return np.where(identity[lo] != identity[hi], lo * n + hi, -1)
+
+    return _split_keys(_distinct_keys(draw, count, rng), n)
+
+
+def _distinct_keys(draw, count: int, rng: np.random.Generator) -> np.ndarray:
+    """`count` distinct valid keys (sorted) drawn without replacement by rejection: batches of
+    `draw(k)` (invalid draws are -1) until there are enough distinct ones, then a uniform
+    subset of exactly `count`. By symmetry of the i.i.d. draws the result is a uniform sample
+    of the valid keys, as a set filled draw by draw would give, but in numpy: 10^7 pairs in
+    seconds, ~40 bytes of memory per pair, no Python object per pair."""
+    kept = np.zeros(0, dtype=np.int64)
+    while len(kept) < count:
+        wanted = max(1024, int(1.25 * (count - len(kept))))
+        # drawn in chunks: a draw's temporaries (indices, identities, masks) are ~6 arrays of
+        # its size, so a chunk of 2^20 keeps them at ~50 MB whatever the count
+        fresh = np.concatenate([draw(min(DRAW_CHUNK, wanted - start)) for start in range(0, wanted, DRAW_CHUNK)])
+        kept = np.concatenate([kept, fresh[fresh >= 0]])
+        del fresh
+        kept.sort()
+        first = np.empty(len(kept), dtype=bool)
+        first[:1] = True
+        np.not_equal(kept[1:], kept[:-1], out=first[1:])
+        kept = kept[first]
+    if len(kept) > count:
+        extra = np.ones(len(kept), dtype=bool)
+        extra[rng.choice(len(kept), size=len(kept) - count, replace=False)] = False
+        kept = kept[extra]
+    return kept
+
+
+def _split_keys(keys: np.ndarray, width: int) -> np.ndarray:
+    """[N] keys a * width + b -> [N, 2] (a, b), without temporaries the size of the result."""
+    out = np.empty((len(keys), 2), dtype=np.int64)
+    np.floor_divide(keys, width, out=out[:, 0])
+    np.remainder(keys, width, out=out[:, 1])
+    return out
 
 
 def cross_mated_pairs(a_identity: np.ndarray, b_identity: np.ndarray, cap: int,
@@ -144,21 +177,25 @@ def cross_non_mated_pairs(a_identity: np.ndarray, b_identity: np.ndarray, count:
     else:
         possible = na * nb - same
     count = min(count, possible)
-    seen: set[tuple[int, int]] = set()
-    while len(seen) < count:
-        draws = 2 * (count - len(seen))
-        a = rng.integers(0, na, size=draws)
+    if constrained:
+        # b is drawn among the b units of a's position: their indices grouped by position
+        group_of_b = np.concatenate(by_position) if by_position else np.zeros(0, np.int64)
+        group_len = np.array([len(g) for g in by_position], dtype=np.int64)
+        group_start = np.cumsum(group_len) - group_len
+
+    def draw(k: int) -> np.ndarray:
+        a = rng.integers(0, na, size=k)
         if constrained:
-            groups = [by_position[g] for g in slot[a]]
-            b = np.array([g[rng.integers(0, len(g))] if len(g) else -1 for g in groups])
+            g = slot[a]
+            length = group_len[g]
+            pick = np.minimum((rng.random(k) * length).astype(np.int64), np.maximum(length - 1, 0))
+            b = np.where(length > 0, group_of_b[np.minimum(group_start[g] + pick, max(len(group_of_b) - 1, 0))], -1)
         else:
-            b = rng.integers(0, nb, size=draws)
-        for x, y in zip(a, b):
-            if y >= 0 and a_identity[x] != b_identity[y] and (x, y) not in seen:
-                seen.add((int(x), int(y)))
-                if len(seen) == count:
-                    break
-    return np.array(sorted(seen), dtype=np.int64).reshape(-1, 2)
+            b = rng.integers(0, nb, size=k)
+        valid = (b >= 0) & (a_identity[a] != b_identity[np.maximum(b, 0)])
+        return np.where(valid, a * nb + b, -1)
+
+    return _split_keys(_distinct_keys(draw, count, rng), nb)
 
 
 def _units(table: pa.Table, impression_type: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -237,20 +274,37 @@ def write_pairs(root: Path, stage, pairs_config, dataset_seed: int, stage_config
 
 def _write_kind(root: Path, kind: str, a_ids: np.ndarray, b_ids: np.ndarray, mated: np.ndarray,
                 non_mated: np.ndarray, part_rows: int) -> dict:
-    index = np.concatenate([mated, non_mated]) if len(mated) + len(non_mated) else np.zeros((0, 2), np.int64)
-    flags = np.r_[np.ones(len(mated), bool), np.zeros(len(non_mated), bool)]
-    pair_ids = [f"{kind}-m{i:09d}" for i in range(len(mated))] + [f"{kind}-n{i:09d}" for i in range(len(non_mated))]
-    out = pa.table({"pair_id": pair_ids, "a_sample_id": a_ids[index[:, 0]].tolist(),
-                    "b_sample_id": b_ids[index[:, 1]].tolist(), "mated": flags,
-                    "kind": [kind] * len(pair_ids)}, schema=PAIRS_SCHEMA)
+    """Write the kind's pairs as parts of `part_rows` rows, built one part at a time with
+    pyarrow (ids taken, pair_ids formatted in C++), so that memory holds one part of strings,
+    not every pair's."""
+    a_ids, b_ids = pa.array(a_ids, pa.string()), pa.array(b_ids, pa.string())
     directory = Path(root) / "pairs" / kind
     for old in directory.glob("part-*.parquet"):
         old.unlink()
-    rows = max(1, part_rows)
-    for part, offset in enumerate(range(0, max(out.num_rows, 1), rows)):
-        write_table_atomic(directory / f"part-{part:05d}.parquet", out.slice(offset, rows))
+    rows, n_mated, total = max(1, part_rows), len(mated), len(mated) + len(non_mated)
+    for part, offset in enumerate(range(0, max(total, 1), rows)):
+        stop = min(offset + rows, total)
+        # the part's mated rows [offset, m_stop) and non-mated rows [n_start, n_stop) of their own lists
+        m_stop = min(stop, n_mated)
+        n_start, n_stop = max(offset - n_mated, 0), max(stop - n_mated, 0)
+        index = np.concatenate([mated[offset:m_stop].reshape(-1, 2), non_mated[n_start:n_stop].reshape(-1, 2)])
+        pair_id = pa.concat_arrays([_pair_ids(f"{kind}-m", offset, max(m_stop, offset)),
+                                    _pair_ids(f"{kind}-n", n_start, n_stop)])
+        flags = np.arange(offset, stop) < n_mated
+        out = pa.table({"pair_id": pair_id,
+                        "a_sample_id": pc.take(a_ids, pa.array(index[:, 0])),
+                        "b_sample_id": pc.take(b_ids, pa.array(index[:, 1])),
+                        "mated": pa.array(flags), "kind": pa.nulls(stop - offset, pa.string()).fill_null(kind)},
+                       schema=PAIRS_SCHEMA)
+        write_table_atomic(directory / f"part-{part:05d}.parquet", out)
     log.info("pairs: %d mated + %d non-mated %s pairs → %s", len(mated), len(non_mated), kind, directory)
     return {"mated": int(len(mated)), "non_mated": int(len(non_mated))}
+
+
+def _pair_ids(prefix: str, start: int, stop: int) -> pa.Array:
+    """prefix + 9-digit numbers start..stop-1 (e.g. plain-plain-n000000042), formatted by pyarrow."""
+    digits = pc.utf8_lpad(pc.cast(pa.array(np.arange(start, stop, dtype=np.int64)), pa.string()), 9, "0")
+    return pc.binary_join_element_wise(pa.scalar(prefix), digits, "").cast(pa.string())
 
 
 def pairs_state(root: Path, recorded: dict) -> str | None:
