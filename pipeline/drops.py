@@ -8,8 +8,10 @@ from __future__ import annotations
 import math
 import re
 
-# A number that stands alone ("16 candidates", "similarity -0.05"), not the digits of an id.
-NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?![\w.])")
+# A number ("16 candidates", "similarity -0.05.", the parts of "fp-00000042-07"), not the end of a
+# word ("sface2", "v1.2"): reasons that differ in these are one group.
+NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?!\.?\w)")
+SLOT = "\0"          # where a number was in a reason's group key (never in a reason's text)
 
 
 class DropTally:
@@ -30,7 +32,7 @@ class DropTally:
 
     def add(self, reason: str) -> None:
         self.dropped += 1
-        key = NUMBER.sub("#", reason)
+        key = NUMBER.sub(SLOT, reason)
         numbers = [(float(m), m) for m in NUMBER.findall(reason)]
         group = self._groups.get(key)
         if group is None:
@@ -60,7 +62,7 @@ class DropTally:
 
 
 def _with_numbers(key: str, numbers: list[tuple]) -> str:
-    parts = key.split("#")
+    parts = key.split(SLOT)
     out = [parts[0]]
     for (lo, hi), part in zip(numbers, parts[1:]):
         out.append((lo[1] if lo[0] == hi[0] else f"{lo[1]}–{hi[1]}") + part)

@@ -47,7 +47,7 @@ def test_faces_and_fingerprints_in_one_dataset(tmp_path):
     root = tmp_path / "ds"
     r = _run(["dataset=smoke", f"output_dir={root}", f"face.checkpoint={ckpt}", "face.identities=2",
               "face.images_per_identity=2", "face.random_noise=false", "face.max_candidates=2",
-              "cluster.workers=1"], tmp_path)
+              "face.max_drop_fraction=0.5", "cluster.workers=1"], tmp_path)   # subject 1 is dropped: 50 %
     assert r.returncode == 0, r.stderr[-2000:]
     meta = json.loads((root / "dataset.json").read_text())
     assert set(meta["stages"]) == {"fingerprint", "face"}

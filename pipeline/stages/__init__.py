@@ -21,12 +21,12 @@ A stage is a module with this shape (see pipeline/stages/fingerprint.py, the fir
     bind(config, configs) -> config         optional: attach other stages' typed configs (by group
                                            name) that this stage builds on (latents: the fingerprint
                                            stage's fingers); runs before check()
-    max_drop_fraction(config) -> float     optional: the share of its samples the stage may drop
-                                           (`<NAME>.max_drop_fraction`, not recorded in dataset.json);
-                                           more fails the run with one sentence (exit 1) before pairs
-                                           and `complete`, and a rerun with a higher value finishes it
+    max_drop_fraction(config) -> float      optional: the share of its samples the stage may drop
+                                            (`<NAME>.max_drop_fraction`, not recorded in dataset.json);
+                                            more fails the run with one sentence (exit 1) before pairs
+                                            and `complete`, and a rerun with a higher value finishes it
     drop_cause(reason) -> str | None        optional: the likely cause of many drops for a reason (the
-                                           most frequent one), named in that sentence
+                                            most frequent one), named in that sentence
     PAIR_SOURCES: tuple[str, ...]           optional: other stages whose rows its pairs may name
     OFF: dict                               optional (stages that can be skipped): config values
                                            that make skip_reason() say so; `repair` sets them on

@@ -160,7 +160,8 @@ DROP_CAUSES = (("no face the detector finds", f"{_NOT_FACES} no face the detecto
                 "with a face model, raise face.gate_threshold or face.max_candidates"),
                ("below_floor", "mated images drift from their anchor: lower face.edits, face.mixing_strength_max "
                 "or face.similarity_floor"),
-               ("no_face", "the edits or the style mixing lose the face: lower face.edits or face.mixing_strength_max"))
+               ("no_face", "the edits or the style mixing lose the face (lower face.edits or "
+                "face.mixing_strength_max), or face.checkpoint draws no faces and its anchors were chance detections"))
 
 
 def drop_cause(reason: str) -> str | None:
