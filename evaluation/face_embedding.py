@@ -154,6 +154,10 @@ class YuNetDetector:
                            interpolation=cv2.INTER_AREA) if scale < 1.0 else bgr
         self.net.setInputSize((small.shape[1], small.shape[0]))
         _, faces = self.net.detect(small)
+        if faces is not None:
+            # on images unlike any face (a random generator's) YuNet can return NaN rows, and
+            # which of them compare as the largest then varies from call to call
+            faces = faces[np.isfinite(faces).all(axis=1)]
         if faces is None or len(faces) == 0:
             return None
         best = faces[np.argmax(faces[:, 2] * faces[:, 3])]   # largest box: the portrait subject
