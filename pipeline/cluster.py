@@ -49,12 +49,82 @@ def local_worker_count(workers: int, wants_gpu: bool) -> int:
     return gpus if gpus > 0 else available_cores()
 
 
+class InlineFuture:
+    """A task of InlineClient: run when the completion queue reaches it."""
+
+    def __init__(self, fn: Callable, args: tuple) -> None:
+        self.fn, self.args, self.status = fn, args, "pending"
+        self._result = self._error = None
+
+    def run(self) -> None:
+        try:
+            self._result, self.status = self.fn(*self.args), "finished"
+        except Exception as e:  # a failing task is reported like a Dask one, with its exception
+            self._error, self.status = e, "error"
+
+    def result(self):
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+    def exception(self):
+        return self._error
+
+
+class InlineQueue:
+    """Futures in submission order, each run as the loop reaches it (what as_completed gives)."""
+
+    def __init__(self) -> None:
+        self.futures: list[InlineFuture] = []
+
+    def add(self, future: InlineFuture) -> None:
+        self.futures.append(future)
+
+    def __iter__(self):
+        while self.futures:
+            future = self.futures.pop(0)
+            future.run()
+            yield future
+
+
+class InlineClient:
+    """One local worker: the shards run in this process, one after another, with no Dask
+    cluster to start (~2 s and a second torch import saved on small runs). The same
+    `mint_shard` code writes the same bytes; what a worker process would isolate (a crash
+    kills the run) is what resume is for."""
+
+    def submit(self, fn: Callable, *args, **_: object) -> InlineFuture:
+        return InlineFuture(fn, args)
+
+    def run(self, fn: Callable, *args) -> None:
+        fn(*args)
+
+    def nthreads(self) -> dict:
+        return {"inline": 1}
+
+    def cancel(self, futures) -> None:
+        pass
+
+
+def completion_queue(client):
+    """An as_completed-like queue for `client` (Dask's, or InlineClient's own)."""
+    if isinstance(client, InlineClient):
+        return InlineQueue()
+    from dask.distributed import as_completed
+
+    return as_completed()
+
+
 @contextlib.contextmanager
 def open_local(cfg, wants_gpu: bool) -> Iterator:
+    n = local_worker_count(cfg.workers, wants_gpu)
+    if n == 1 and cfg.threads_per_worker == 1 and not cfg.dashboard:
+        log.info("local: 1 worker, in this process (no Dask cluster)")
+        yield InlineClient()
+        return
     import dask
     from dask.distributed import Client, LocalCluster
 
-    n = local_worker_count(cfg.workers, wants_gpu)
     spawn_env = dask.config.set({"distributed.nanny.pre-spawn-environ": WORKER_ENV})
     # a random dashboard port unless asked for: other clusters on the machine may hold :8787
     dashboard = ":8787" if cfg.dashboard else ":0"
@@ -104,6 +174,8 @@ CLUSTER_KINDS: dict[str, Callable] = {"local": open_local, "address": open_addre
 
 
 def open_cluster(cfg, wants_gpu: bool = False):
-    """Context manager yielding a dask Client for the configured cluster kind."""
-    quiet_dask_logs()
+    """Context manager yielding a dask Client for the configured cluster kind (an InlineClient
+    for one local worker)."""
+    if not (cfg.kind == "local" and local_worker_count(cfg.workers, wants_gpu) == 1):
+        quiet_dask_logs()
     return CLUSTER_KINDS[cfg.kind](cfg, wants_gpu)

@@ -216,12 +216,18 @@ def _units(table: pa.Table, impression_type: str | None) -> tuple[np.ndarray, np
     return sample[owner][order], identity[order], pos[order]
 
 
+EMPTY_UNITS = pa.table({"sample_id": pa.array([], pa.string()), "subject_id": pa.array([], pa.int64()),
+                        "finger_position": pa.array([], pa.int8()), "impression": pa.array([], pa.int16()),
+                        "impression_type": pa.array([], pa.string())})
+
+
 def _read_units_table(root: Path, stage) -> pa.Table:
     """The unit columns of the stage's rows and of the stages in its PAIR_SOURCES."""
     tables = [_read_stage_units(root, name) for name in (stage.NAME, *getattr(stage, "PAIR_SOURCES", ()))]
     tables = [t for t in tables if t.num_rows]
     if len(tables) <= 1:
-        return tables[0] if tables else pa.table({"sample_id": pa.array([], pa.string())})
+        # a stage may drop every sample (and be told to accept it): no rows, no pairs
+        return tables[0] if tables else EMPTY_UNITS
     return pa.concat_tables(tables, promote_options="default")
 
 

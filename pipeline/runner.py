@@ -267,8 +267,9 @@ def mint_stage(client, root: Path, config, stage, stage_config, shards: PendingS
     (DiskFull: the path, the free space, and what the rest of the stage needs)."""
     import itertools
 
-    from dask.distributed import as_completed
     from tqdm import tqdm
+
+    from pipeline.cluster import completion_queue
 
     from pipeline.worker import mint_shard_reporting
 
@@ -278,7 +279,7 @@ def mint_stage(client, root: Path, config, stage, stage_config, shards: PendingS
     start = time.perf_counter()
     in_flight: dict = {}
     attempts: dict[int, int] = {}
-    completed = as_completed()
+    completed = completion_queue(client)
     todo = iter(shards)
 
     def submit(shard) -> None:
