@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import codecs
+import copyreg
+import io
 import os
 import pickle
 import sys
@@ -91,7 +94,7 @@ class _Persistent:
         return (self.hook, (self.meta,))
 
 
-def _write_nvidia_pkl(path, g: Generator, src: str, util) -> None:
+def _write_nvidia_pkl(path, g: Generator, src: str, util, protocol: int = 4) -> None:
     kw = util.EasyDict({k: (util.EasyDict(v) if isinstance(v, dict) else v)
                         for k, v in g.init_kwargs.items()})
     disc = torch.nn.Module()
@@ -101,7 +104,7 @@ def _write_nvidia_pkl(path, g: Generator, src: str, util) -> None:
                     G_ema=_Persistent(g, src, util.EasyDict, kw), augment_pipe=None,
                     training_set_kwargs=dict(resolution=np.int64(16), use_labels=False))
     with open(path, "wb") as fh:
-        pickle.dump(snapshot, fh)
+        pickle.dump(snapshot, fh, protocol=protocol)
 
 
 def test_nvidia_pickle_reproduces_images_and_never_runs_module_src(tmp_path, nvidia_modules):
@@ -125,6 +128,45 @@ def test_nvidia_pickle_reproduces_images_and_never_runs_module_src(tmp_path, nvi
     assert not marker.exists()
 
 
+def test_protocol_2_snapshot_loads_like_a_protocol_4_one(tmp_path, nvidia_modules):
+    _, util = nvidia_modules
+    g = _tiny(seed=2)
+    path = tmp_path / "protocol2.pkl"
+    _write_nvidia_pkl(path, g, "", util, protocol=2)
+    data = path.read_bytes()
+    # Python 2 names and protocol 2's way of writing bytes, as pickle writes them.
+    assert data[:2] == b"\x80\x02" and b"c__builtin__\nset" in data and b"c_codecs\nencode" in data
+    assert torch.equal(_images(load_generator(path)), _images(g))
+
+
+def _reducing_to(fn, *args):
+    class Call:
+        def __reduce__(self):
+            return (fn, args)
+    return Call()
+
+
+@pytest.mark.parametrize("protocol,fn,args,refused", [
+    # Python 2 names are mapped (__builtin__ -> builtins), then the allow-list applies as ever.
+    (2, exec, ("open({marker!r}, 'w')",), "builtins.exec"),
+    (2, getattr, ("{marker}", "upper"), "builtins.getattr"),
+    (2, copyreg._reconstructor, (object, object, None), "copyreg._reconstructor"),  # copy_reg
+    # The bytes builders of protocols 0-2 build bytes and nothing else...
+    (2, codecs.encode, ("{marker}", "rot13"), "latin-1 bytes"),
+    (2, bytes, (10 ** 9,), "without arguments"),
+    # ...and only in such streams.
+    (4, codecs.encode, ("{marker}", "latin1"), "_codecs.encode"),
+])
+def test_python_2_name_mapping_widens_nothing(tmp_path, protocol, fn, args, refused):
+    marker = tmp_path / "marker"
+    args = tuple(a.format(marker=str(marker)) if isinstance(a, str) else a for a in args)
+    path = tmp_path / "crafted.pkl"
+    path.write_bytes(pickle.dumps({"G_ema": _reducing_to(fn, *args)}, protocol=protocol))
+    with pytest.raises(CheckpointError, match=f"Refusing to load .*{refused}") as err:
+        load_generator(path)
+    assert "\n" not in str(err.value) and not marker.exists()
+
+
 def test_pickle_with_shell_command_is_refused_without_running_it(tmp_path):
     class Evil:
         def __init__(self, target):
@@ -145,18 +187,106 @@ def test_pickle_with_shell_command_is_refused_without_running_it(tmp_path):
     assert not marker.exists()
 
 
-def test_torch_file_with_code_is_refused(tmp_path):
+def _evil(marker):
+    return _reducing_to(os.system, f"touch {marker}")
+
+
+def _storage_with_code(tmp_path, marker, util):
+    """A snapshot whose one tensor storage is a torch.save stream holding a shell command."""
+    blob = io.BytesIO()
+    torch.save({"x": _evil(marker)}, blob, _use_new_zipfile_serialization=False)
+    module = torch.nn.Module()
+    module.register_buffer("w_avg", torch.zeros(2))
+    record = _Persistent(module, "", util.EasyDict, {})
+    record.meta["state"]["_buffers"] = {
+        "w_avg": _reducing_to(torch.storage._load_from_bytes, blob.getvalue())}
+    return _write(tmp_path / "storage_with_code.pkl", pickle.dumps({"G_ema": record}))
+
+
+# Each builds a malformed file in tmp_path; every one must be refused with one sentence.
+_MALFORMED = {
+    "torch file with code": lambda tmp, marker, util: _save(
+        tmp / "evil.pt", {"g_ema": _evil(marker)}),
+    "legacy torch file with code": lambda tmp, marker, util: _save(
+        tmp / "evil_legacy.pt", {"g_ema": _evil(marker)}, zip_format=False),
+    "storage with code": _storage_with_code,
+    "truncated snapshot": lambda tmp, marker, util: _truncated_snapshot(tmp, util),
+    "not a pickle": lambda tmp, marker, util: _write(tmp / "junk.pkl", b"not a pickle at all"),
+    "own format with bad json": lambda tmp, marker, util: _own(tmp, "{not json"),
+    "own format without init_kwargs": lambda tmp, marker, util: _own(
+        tmp, '{"format": "biomint-stylegan2", "version": 1}'),
+    "discriminator as G_ema": lambda tmp, marker, util: _write(tmp / "d.pkl", pickle.dumps(
+        {"G_ema": _Persistent(torch.nn.Linear(2, 2), "", util.EasyDict, {})})),
+    "rosinality with a foreign blur kernel": lambda tmp, marker, util: _rosinality(
+        tmp, {"convs.2.conv.blur.kernel": torch.ones(4, 4) / 16}),
+}
+
+
+def _write(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
+def _save(path, obj, zip_format=True):
+    torch.save(obj, path, _use_new_zipfile_serialization=zip_format)
+    return path
+
+
+def _truncated_snapshot(tmp_path, util):
+    path = tmp_path / "cut.pkl"
+    _write_nvidia_pkl(path, _tiny(), "", util)
+    return _write(path, path.read_bytes()[:5000])
+
+
+def _own(tmp_path, sidecar: str):
+    pt, meta = save_generator(_tiny(seed=5), tmp_path / "own.pt")
+    meta.write_text(sidecar)
+    return pt
+
+
+def _rosinality(tmp_path, replace: dict):
+    g = _tiny(seed=3, synthesis_kwargs=dict(channel_base=128, channel_max=16, conv_clamp=None))
+    exported = ada_to_rosinality(g.state_dict(), g.img_resolution)
+    exported["g_ema"].update(replace)
+    return _save(tmp_path / "ros.pt", exported)
+
+
+@pytest.mark.parametrize("case", _MALFORMED)
+def test_every_refusal_is_one_sentence_without_weights_only_advice(tmp_path, nvidia_modules, case):
+    _, util = nvidia_modules
     marker = tmp_path / "marker"
-
-    class Evil:
-        def __reduce__(self):
-            return (os.system, (f"touch {marker}",))
-
-    path = tmp_path / "evil.pt"
-    torch.save({"g_ema": Evil()}, path)
-    with pytest.raises(CheckpointError, match="Refusing to load"):
+    path = _MALFORMED[case](tmp_path, marker, util)
+    with pytest.raises(CheckpointError) as err:
         load_generator(path)
+    message = str(err.value)
+    assert "\n" not in message and message.endswith("."), message
+    assert "weights_only" not in message and "\x1b" not in message, message
+    assert str(path) in message or str(path.with_suffix(".json")) in message, message
     assert not marker.exists()
+
+
+def test_rosinality_blur_kernels_must_be_the_1_3_3_1_filter(tmp_path):
+    g = _tiny(seed=3, synthesis_kwargs=dict(channel_base=128, channel_max=16, conv_clamp=None))
+    exported = ada_to_rosinality(g.state_dict(), g.img_resolution)
+    kernels = sorted(k for k in exported["g_ema"] if k.endswith(".kernel"))
+    # What rosinality's Generator registers at 16x16: one blur per upsampling conv, one per
+    # upsampling ToRGB, each make_kernel([1, 3, 3, 1]) * 4.
+    assert kernels == ["convs.0.conv.blur.kernel", "convs.2.conv.blur.kernel",
+                       "to_rgbs.0.upsample.kernel", "to_rgbs.1.upsample.kernel"]
+    k = torch.tensor([1.0, 3, 3, 1])
+    assert torch.equal(exported["g_ema"]["convs.0.conv.blur.kernel"], torch.outer(k, k) / 64 * 4)
+    torch.save(exported, tmp_path / "ok.pt")
+    assert torch.equal(_images(load_generator(tmp_path / "ok.pt")), _images(g))
+
+    for name, kernel in [("to_rgbs.1.upsample.kernel", torch.outer(k, k) / 64),  # no x4 gain
+                         ("convs.0.conv.blur.kernel", torch.ones(3, 3) / 9 * 4),
+                         ("conv1.conv.blur.kernel", torch.outer(k, k) / 16)]:  # 4x4 has no blur
+        bad = {"g_ema": {**exported["g_ema"], name: kernel}, "latent_avg": exported["latent_avg"]}
+        torch.save(bad, tmp_path / "bad.pt")
+        with pytest.raises(CheckpointError, match=f"Refusing to load .*bad.pt: its .*{name}") \
+                as err:
+            load_generator(tmp_path / "bad.pt")
+        assert "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])

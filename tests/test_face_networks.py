@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from generators.face.editing import mix_styles
-from generators.face.generator import Generator, images_to_uint8, latents_from_rng
+from generators.face.generator import (Generator, images_to_uint8, latents_from_rng,
+                                       nested_init_kwargs)
 from generators.face.layers import conv2d_resample, modulated_conv2d, setup_filter, upsample2d
 from generators.face.mapping import truncate
 
@@ -170,3 +171,62 @@ def test_fp16_block_paths_agree_with_fp32():
     assert x16.dtype == torch.float16 and i16.dtype == torch.float32
     assert (x16.float() - x32).abs().mean() < 0.01 * x32.abs().mean()
     assert (i16 - i32).abs().max() < 0.02 and (i16one - i32[:1]).abs().max() < 0.02
+
+
+def test_stylegan3_repository_layout_is_the_nested_one_with_that_codes_defaults():
+    # The stylegan3 repository's train.py --cfg=stylegan2 stores synthesis arguments at the top
+    # level and leaves num_fp16_res and conv_clamp to its defaults, 4 and 256.
+    flat = dict(z_dim=16, c_dim=0, w_dim=16, img_resolution=32, img_channels=3,
+                mapping_kwargs=dict(num_layers=2), channel_base=256, channel_max=16,
+                fused_modconv_default="inference_only")
+    nested = nested_init_kwargs(flat)
+    assert nested["synthesis_kwargs"] == dict(
+        channel_base=256, channel_max=16, num_fp16_res=4, conv_clamp=256,
+        fused_modconv_default="inference_only")
+    torch.manual_seed(0)
+    a = Generator(**flat).eval()
+    b = Generator(**nested).eval()
+    b.load_state_dict(a.state_dict())
+    assert a.init_kwargs == b.init_kwargs
+    assert a.init_kwargs["synthesis_kwargs"] == nested["synthesis_kwargs"]
+    fp16 = [getattr(a.synthesis, f"b{r}").use_fp16 for r in (4, 8, 16, 32)]
+    assert fp16 == [False, True, True, True]
+    z = torch.randn(2, 16)
+    with torch.no_grad():
+        assert torch.equal(a(z), b(z))
+    # stylegan2-ada-pytorch's nesting keeps its own defaults; a caller who knows the code may
+    # ask for stylegan3's even without a synthesis argument to show it.
+    assert nested_init_kwargs({**TINY})["synthesis_kwargs"] == TINY["synthesis_kwargs"]
+    bare = {k: v for k, v in TINY.items() if k != "synthesis_kwargs"}
+    assert "synthesis_kwargs" not in nested_init_kwargs(bare)
+    assert nested_init_kwargs(bare, stylegan3=True)["synthesis_kwargs"]["num_fp16_res"] == 4
+    with pytest.raises(ValueError, match="both"):
+        Generator(**{**TINY, "channel_base": 256})
+    with pytest.raises(ValueError, match="fused_modconv_default"):
+        Generator(**{**flat, "fused_modconv_default": "sometimes"})
+
+
+def test_fp16_noise_is_added_with_the_references_single_rounding():
+    """stylegan2-ada-pytorch's fp16 recipe, written out: weights and styles pre-normalised, then
+    unfused, noise cast to fp16 and fused with the demodulation in one addcmul; fused, noise
+    added in fp32 in place and rounded once."""
+    torch.manual_seed(5)
+    b, i, o = 2, 6, 5
+    x = torch.randn(b, i, 8, 8).half()
+    w, s, noise = torch.randn(o, i, 3, 3), torch.randn(b, i), 0.4 * torch.randn(b, 1, 8, 8)
+    wn = w * (1 / (i * 9) ** 0.5 / w.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
+    sn = s / s.norm(float("inf"), dim=1, keepdim=True)
+    ws = wn[None] * sn[:, None, :, None, None]
+    d = (ws.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()
+
+    y = F.conv2d(x * sn.half()[:, :, None, None], wn.half(), padding=1)
+    unfused = torch.addcmul(noise.half(), y, d.half()[:, :, None, None])
+    assert torch.equal(modulated_conv2d(x, w, s, noise=noise, padding=1, fused_modconv=False),
+                       unfused)
+    assert not torch.equal(unfused, y * d.half()[:, :, None, None] + noise.half())  # 2 roundings
+
+    wf = (ws * d[:, :, None, None, None]).reshape(-1, i, 3, 3).half()
+    y = F.conv2d(x.reshape(1, -1, 8, 8), wf, padding=1, groups=b).reshape(b, o, 8, 8)
+    fused = (y.float() + noise).half()
+    assert torch.equal(modulated_conv2d(x, w, s, noise=noise, padding=1, fused_modconv=True), fused)
+    assert not torch.equal(fused, y + noise.half())

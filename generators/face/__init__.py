@@ -1,5 +1,5 @@
-"""Face generator: StyleGAN2 networks (stylegan2-ada-pytorch names), safe checkpoint loading,
-InterFaceGAN boundaries and edits, identity gate, mated images.
+"""Face generator: StyleGAN2 and StyleGAN3 (-T, -R) networks (NVIDIA's parameter names), safe
+checkpoint loading, InterFaceGAN boundaries and edits, identity gate, mated images.
 
 >>> g = load_generator("ffhq.pkl", device="cuda")          # restricted unpickler, no code runs
 >>> ws = g.mapping(z, None, truncation_psi=0.7)           # z [B, 512] -> ws [B, 18, 512]
@@ -18,6 +18,7 @@ _WHERE = {
     "EditRange": "editing", "apply_edits": "editing", "mix_styles": "editing", "sample_magnitudes": "editing",
     "CheckpointError": "errors",
     "Generator": "generator", "images_to_uint8": "generator", "pick_device": "generator",
+    "Generator3": "stylegan3", "read_stylegan3": "stylegan3_checkpoint", "is_stylegan3": "stylegan3_checkpoint",
     "Identity": "identities", "IdentitySettings": "identities", "identity_from_latent": "identities",
     "map_latents": "identities", "render": "identities", "select_identity": "identities",
     "GateDecision": "identity_gate", "IdentityGate": "identity_gate", "max_cosine_blockwise": "identity_gate",
@@ -29,10 +30,10 @@ __getattr__ = lazy_exports(__name__, _WHERE, globals())
 
 
 __all__ = [
-    "BoundarySet", "CheckpointError", "EditRange", "FittedBoundary", "GateDecision", "Generator",
+    "BoundarySet", "CheckpointError", "EditRange", "FittedBoundary", "GateDecision", "Generator", "Generator3",
     "Identity", "IdentityGate", "IdentitySettings", "MatedImage", "MatedSettings", "apply_edits",
     "checkpoint_sha256", "fine_layer_start", "fit_boundary", "generate_mated", "identity_from_latent",
-    "images_to_uint8", "load_boundaries", "load_generator", "map_latents", "max_cosine_blockwise",
-    "mix_styles", "pick_device", "project_conditional", "render", "sample_magnitudes",
+    "images_to_uint8", "is_stylegan3", "load_boundaries", "load_generator", "map_latents", "max_cosine_blockwise",
+    "mix_styles", "pick_device", "project_conditional", "read_stylegan3", "render", "sample_magnitudes",
     "save_boundaries", "save_generator", "select_identity",
 ]

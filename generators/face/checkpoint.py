@@ -1,11 +1,12 @@
 """Load a face generator from a user's checkpoint, never executing code from the file.
 
 Formats (chosen by content, not by trust):
-  * NVIDIA stylegan2-ada-pytorch snapshot `.pkl`       -> restricted unpickler (checkpoint_nvidia)
+  * NVIDIA snapshot `.pkl` (stylegan2-ada-pytorch, or the stylegan3 repository's StyleGAN2 and
+    its legacy.py conversions)                          -> restricted unpickler (checkpoint_nvidia)
   * rosinality/stylegan2-pytorch `.pt` with `g_ema`    -> torch.load(weights_only=True) + name map
   * biomint's own: `<name>.pt` (torch.save of a flat {name: tensor} dict) next to
     `<name>.json` {"format": "biomint-stylegan2", "version": 1, "init_kwargs": {...}}
-All end in `Generator(**init_kwargs).load_state_dict(state, strict=True)`.
+All end in `_build`: `Generator(**init_kwargs).load_state_dict(state, strict=True)`.
 
 Reading is bounded by `ReadLimits` (MAX_CHECKPOINT_BYTES, MAX_TENSORS, MAX_COMPRESSION_RATIO):
 file size, zip entries, declared storages and tensor shapes, and the size of the network the
@@ -27,10 +28,10 @@ import torch
 # The limits live with the unpicklers that enforce them; re-exported for the loader's users.
 from generators.face.checkpoint_nvidia import (  # noqa: F401
     MAX_CHECKPOINT_BYTES, MAX_COMPRESSION_RATIO, MAX_TENSORS, ReadLimits, check_torch_stream,
-    human_bytes, read_nvidia_pickle)
+    error_reason, human_bytes, read_nvidia_network, read_nvidia_pickle)
 from generators.face.checkpoint_rosinality import infer_rosinality_kwargs, rosinality_to_ada
 from generators.face.errors import CheckpointError
-from generators.face.generator import Generator
+from generators.face.generator import Generator, nested_init_kwargs
 from generators.face.synthesis import channels_per_resolution
 
 OWN_FORMAT = "biomint-stylegan2"
@@ -66,15 +67,15 @@ def _torch_load_safely(path: Path, limits: ReadLimits) -> Any:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"Refusing to load {path}: it is not a tensors-only PyTorch file ({first}).") from None
+        raise CheckpointError(f"Refusing to load {path}: it is not a tensors-only PyTorch file "
+                              f"({error_reason(exc)}).") from None
 
 
 def _generator_nbytes(init_kwargs: dict[str, Any]) -> int | None:
     """Upper bound on the float32 parameters and buffers of Generator(**init_kwargs); None when
     the arguments are too malformed to tell (Generator then refuses them itself)."""
     try:
+        init_kwargs = nested_init_kwargs(init_kwargs)
         m = dict(init_kwargs.get("mapping_kwargs") or {})
         s = dict(init_kwargs.get("synthesis_kwargs") or {})
         w, rgb, res_max = (int(init_kwargs[k]) for k in ("w_dim", "img_channels", "img_resolution"))
@@ -110,8 +111,38 @@ def _stored_bytes(state: dict[str, torch.Tensor]) -> int:
     return sum(seen.values())
 
 
+# What only a StyleGAN3 (-T, -R) generator holds: its Fourier-feature input, or arguments the
+# stylegan3 repository's train.py always stores for those configs.
+_STYLEGAN3_STATE_KEYS = ("synthesis.input.freqs", "synthesis.input.transform")
+_STYLEGAN3_KWARGS = ("magnitude_ema_beta", "conv_kernel", "use_radial_filters", "num_critical")
+
+
 def _build(init_kwargs: dict[str, Any], state: dict[str, torch.Tensor], path: Path,
-           limits: ReadLimits) -> Generator:
+           limits: ReadLimits, attributes: dict[str, dict[str, Any]] | None = None) -> Generator:
+    """The network the file holds, filled with `state` (strict), in eval mode.
+
+    This is the one place where the architecture is chosen from the file's arguments and
+    weights, so a further network (StyleGAN3) is routed here. `attributes`: what the pickled
+    modules recorded (checkpoint_nvidia.RECORDED_ATTRIBUTES), checked against the result.
+    """
+    if (any(k in state for k in _STYLEGAN3_STATE_KEYS)
+            or any(k in init_kwargs for k in _STYLEGAN3_KWARGS)):
+        from generators.face.stylegan3_checkpoint import build_stylegan3
+
+        return build_stylegan3(init_kwargs, state, path, limits)
+    if attributes and "synthesis_kwargs" not in init_kwargs and any(
+            a.get("fused_modconv_default") is not None for a in attributes.values()):
+        # Modules that record fused_modconv_default are the stylegan3 repository's
+        # networks_stylegan2, whose defaults apply even when no synthesis argument was given.
+        init_kwargs = nested_init_kwargs(init_kwargs, stylegan3=True)
+    model = _build_stylegan2(init_kwargs, state, path, limits)
+    if attributes:
+        _check_recorded(model, attributes, path)
+    return model
+
+
+def _build_stylegan2(init_kwargs: dict[str, Any], state: dict[str, torch.Tensor], path: Path,
+                     limits: ReadLimits) -> Generator:
     # The arguments come from the file, and a few bytes can describe a network of any width:
     # refuse one that the limit or the file's own weights cannot pay for before building it.
     nbytes = _generator_nbytes(init_kwargs)
@@ -130,7 +161,8 @@ def _build(init_kwargs: dict[str, Any], state: dict[str, torch.Tensor], path: Pa
     try:
         model = Generator(**init_kwargs)
     except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path} describes a generator this code cannot build: {exc}.") from None
+        raise CheckpointError(f"{path} describes a generator this code cannot build: "
+                              f"{error_reason(exc)}.") from None
     # resample_filter buffers are constants; formats that omit them get ours.
     for name, value in model.state_dict().items():
         if name.endswith("resample_filter") and name not in state:
@@ -140,8 +172,36 @@ def _build(init_kwargs: dict[str, Any], state: dict[str, torch.Tensor], path: Pa
     except RuntimeError as exc:
         detail = " ".join(str(exc).split())[:300]
         raise CheckpointError(f"{path} does not match the StyleGAN2 architecture its arguments "
-                              f"describe: {detail}") from None
+                              f"describe ({detail}); export the generator again.") from None
     return model.eval().requires_grad_(False)
+
+
+def _comparable(name: str, value: Any) -> Any:
+    if name == "fused_modconv_default" and value == "inference_only":
+        return True  # fused whenever not training
+    if name == "conv_clamp" and value is not None:
+        return float(value)
+    return value
+
+
+def _check_recorded(model: torch.nn.Module, attributes: dict[str, dict[str, Any]],
+                    path: Path) -> None:
+    """Refuse a network whose arguments build something other than what its pickled modules
+    were (e.g. defaults of another code version), since it would draw other images."""
+    for where, recorded in attributes.items():
+        try:
+            module = model.get_submodule(where)
+        except AttributeError:
+            continue  # a module of theirs without a counterpart here (strict loading vouched)
+        for name, value in recorded.items():
+            if not hasattr(module, name):
+                continue
+            ours = getattr(module, name)
+            if _comparable(name, ours) != _comparable(name, value):
+                raise CheckpointError(
+                    f"Refusing to load {path}: its module {where or 'G'} was pickled with "
+                    f"{name}={value!r} but its init kwargs build {name}={ours!r}, so this code "
+                    f"would not draw what the file's own code draws; export the generator again.")
 
 
 # First object of a legacy (pre-zip, torch < 1.6) torch.save file.
@@ -185,8 +245,8 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu",
     if sidecar.is_file() and path.suffix != ".json":
         model = _load_own(path, sidecar, limits)
     elif _is_nvidia_pickle(path):
-        init_kwargs, state = read_nvidia_pickle(path, limits=limits)
-        model = _build(init_kwargs, state, path, limits)
+        found = read_nvidia_network(path, limits=limits)
+        model = _build(found.init_kwargs, found.state, path, limits, found.attributes)
     else:
         model = _load_torch_file(path, limits)
     return model.to(device)
@@ -196,13 +256,19 @@ def _load_own(path: Path, sidecar: Path, limits: ReadLimits) -> Generator:
     try:
         meta = json.loads(sidecar.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{sidecar} is not valid JSON ({exc}).") from None
-    if meta.get("format") != OWN_FORMAT or meta.get("version") != OWN_VERSION:
-        raise CheckpointError(f"{sidecar} is not a {OWN_FORMAT} v{OWN_VERSION} description "
-                              f"(format={meta.get('format')!r}, version={meta.get('version')!r}).")
+        raise CheckpointError(f"{sidecar} is not valid JSON ({error_reason(exc)}); save the "
+                              f"generator again with save_generator.") from None
+    if not isinstance(meta, dict) or meta.get("format") != OWN_FORMAT \
+            or meta.get("version") != OWN_VERSION or not isinstance(meta.get("init_kwargs"), dict):
+        found = meta if isinstance(meta, dict) else {}
+        raise CheckpointError(
+            f"{sidecar} is not a {OWN_FORMAT} v{OWN_VERSION} description with init_kwargs "
+            f"(format={found.get('format')!r}, version={found.get('version')!r}); save the "
+            f"generator again with save_generator.")
     state = _torch_load_safely(path, limits)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path} must hold a flat dict of tensors.")
+        raise CheckpointError(f"{path} must hold a flat dict of tensors; save the generator again "
+                              f"with save_generator.")
     return _build(meta["init_kwargs"], dict(state), path, limits)
 
 
@@ -210,9 +276,12 @@ def _load_torch_file(path: Path, limits: ReadLimits) -> Generator:
     data = _torch_load_safely(path, limits)
     if isinstance(data, dict) and isinstance(data.get("g_ema"), dict):
         g_ema = {k: v for k, v in data["g_ema"].items()}
-        kwargs = infer_rosinality_kwargs(g_ema)
         latent_avg = data.get("latent_avg")
-        state = rosinality_to_ada(g_ema, latent_avg, kwargs["img_resolution"].bit_length() - 1)
+        try:
+            kwargs = infer_rosinality_kwargs(g_ema)
+            state = rosinality_to_ada(g_ema, latent_avg, kwargs["img_resolution"].bit_length() - 1)
+        except CheckpointError as exc:
+            raise CheckpointError(f"Refusing to load {path}: {exc}") from None
         model = _build(kwargs, state, path, limits)
         if latent_avg is None:
             # rosinality's train.py stores no average w; its generate.py estimates it from

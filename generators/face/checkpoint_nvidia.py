@@ -1,4 +1,4 @@
-"""Read NVIDIA stylegan2-ada-pytorch `.pkl` snapshots without executing their code.
+"""Read NVIDIA `.pkl` snapshots (stylegan2-ada-pytorch, stylegan3) without executing their code.
 
 A snapshot is `pickle.dump(dict(G=..., D=..., G_ema=..., augment_pipe=..., ...))` where each
 network object pickles (via `torch_utils.persistence`) as a call
@@ -8,7 +8,9 @@ state=<the module's __dict__>)`. Loading it normally `exec`s `module_src`: a che
 arbitrary code. Here `find_class` resolves only an allow-list; the persistent-object hook is
 mapped to `PersistentRecord`, which keeps class name, state and init kwargs and never looks at
 the source, and tensor storages (pickled as `torch.storage._load_from_bytes(bytes)`) are read
-with `torch.load(weights_only=True)`. Everything else raises `CheckpointError`.
+with `torch.load(weights_only=True)`. Everything else raises `CheckpointError`. Protocol 0-2
+streams get what pickle gives them: Python 2 names mapped to Python 3 ones before the allow-list
+is consulted, and bytes rebuilt from their latin-1 text (`_PROTOCOL_2_BYTES`).
 
 Reading is bounded (`ReadLimits`): a small file must not make the reader allocate gigabytes. The
 sizes a stream declares (a storage's element count, a tensor's shape, an array's shape) and the
@@ -19,15 +21,17 @@ or legacy), which both the embedded storages here and `.pt` checkpoints are.
 
 from __future__ import annotations
 
+import _compat_pickle
 import collections
 import io
 import math
 import pickle
+import re
 import struct
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
 import torch
@@ -73,6 +77,26 @@ def human_bytes(n: int) -> str:
         if value < 1024:
             return f"{value:.1f} {unit}"
     return f"{value / 1024:.1f} PiB"
+
+
+# Lines of torch's weights-only refusal that say nothing about the file: the headline, which
+# suggests weights_only=False (running the file's code), and pointers to its documentation.
+_TORCH_ADVICE = re.compile(r"weights.only|Check the documentation|Please file an issue", re.I)
+
+
+def error_reason(exc: BaseException) -> str:
+    """One line saying why reading failed, for the parenthesis of a CheckpointError sentence.
+
+    torch's weights-only refusal spans several lines and opens with advice to load with
+    weights_only=False; only a later line ("Trying to load unsupported GLOBAL posix.system ...",
+    "Unsupported operand 103") names what is wrong, so that is the line kept.
+    """
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).replace("WeightsUnpickler error:", "\n")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not _TORCH_ADVICE.search(ln)]
+    if useful:
+        return useful[0].rstrip(".")[:200]
+    return "it holds objects other than tensors and containers" if lines else type(exc).__name__
 
 
 def refuse_file_size(source: Any, size: int, limits: ReadLimits) -> None:
@@ -278,9 +302,8 @@ def check_torch_stream(fh: BinaryIO, size: int, source: Any, limits: ReadLimits,
     except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, AttributeError, TypeError,
             ValueError, IndexError, KeyError, MemoryError, OverflowError, RecursionError,
             struct.error, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"Refusing to load {source}: it is not a tensors-only PyTorch file ({first}).") from None
+        raise CheckpointError(f"Refusing to load {source}: it is not a tensors-only PyTorch file "
+                              f"({error_reason(exc)}).") from None
     finally:
         fh.seek(start)
     declared = budget.storage_bytes
@@ -292,7 +315,8 @@ def check_torch_stream(fh: BinaryIO, size: int, source: Any, limits: ReadLimits,
 
 
 class PersistentRecord:
-    """Inert stand-in for one persistent network object: class name, state, init kwargs."""
+    """Inert stand-in for one persistent network object: class name, state (the module's
+    `__dict__`: parameters, buffers, sub-modules and plain attributes), init kwargs."""
 
     def __init__(self, meta: dict) -> None:
         if not isinstance(meta, dict) or meta.get("type") != "class" or "state" not in meta:
@@ -335,6 +359,20 @@ def _numpy_dtype(*args: Any) -> np.dtype:
     return np.dtype(*args)
 
 
+def _latin1_bytes(text: Any, encoding: Any = None) -> bytes:
+    """`_codecs.encode(text, 'latin1')`: how protocols 0-2 write a non-empty bytes object."""
+    if not isinstance(text, str) or encoding != "latin1":
+        raise pickle.UnpicklingError("_codecs.encode is allowed only to rebuild latin-1 bytes")
+    return text.encode("latin-1")
+
+
+def _empty_bytes(*args: Any) -> bytes:
+    """`bytes()`: how protocols 0-2 write b'' (with arguments, bytes(n) would allocate n)."""
+    if args:
+        raise pickle.UnpicklingError("bytes() is allowed only without arguments")
+    return b""
+
+
 # (module, name) -> object. Nothing here can run code chosen by the file.
 _ALLOWED: dict[tuple[str, str], Any] = {
     ("torch_utils.persistence", "_reconstruct_persistent_obj"): PersistentRecord,
@@ -361,6 +399,12 @@ _BUDGETED: dict[tuple[str, str], str] = {
 for _name in ("float16", "float32", "float64", "bfloat16", "int64", "int32", "uint8", "bool"):
     if hasattr(torch, _name):
         _ALLOWED[("torch", _name)] = getattr(torch, _name)
+# Protocols 0-2 have no bytes opcode: pickle writes bytes as these two calls. Resolved only in
+# such streams, and only to builders that cannot make anything but the bytes the stream holds.
+_PROTOCOL_2_BYTES: dict[tuple[str, str], Any] = {
+    ("_codecs", "encode"): _latin1_bytes,
+    ("builtins", "bytes"): _empty_bytes,
+}
 
 
 class _BudgetedHooks:
@@ -389,7 +433,13 @@ class _BudgetedHooks:
                 f"bytes for many tensors (a memory bomb); export the generator again.")
         check_torch_stream(io.BytesIO(data), len(data), self.source, self.limits,
                            holder="its embedded storage")
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        try:
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError) as exc:
+            raise CheckpointError(
+                f"Refusing to load {self.source}: an embedded tensor storage is not a "
+                f"tensors-only PyTorch stream ({error_reason(exc)}); export the generator "
+                f"again.") from None
 
     def _charge_tensor(self, storage: Any, size: Any) -> None:
         # A view may declare more elements than its storage holds (stride 0), and whatever
@@ -428,11 +478,28 @@ class RestrictedUnpickler(pickle.Unpickler):
     `stream_size` bytes of the stream, when given)."""
 
     def __init__(self, fh: BinaryIO, source: Any = "the checkpoint",
-                 limits: ReadLimits = ReadLimits(), stream_size: int | None = None) -> None:
-        super().__init__(fh)
+                 limits: ReadLimits = ReadLimits(), stream_size: int | None = None,
+                 fix_imports: bool = True) -> None:
+        super().__init__(fh, fix_imports=fix_imports)
         self.hooks = _BudgetedHooks(source, limits, stream_size)
+        # pickle.Unpickler.find_class maps Python 2 names (__builtin__.set, copy_reg, ...) to
+        # Python 3 ones for protocols below 3; an override has to do it itself, and the C
+        # unpickler does not expose the protocol, so it is read here: PROTO opens protocol 2+
+        # streams, protocols 0 and 1 have no header.
+        start = fh.tell()
+        head = fh.read(2)
+        fh.seek(start)
+        protocol = head[1] if len(head) == 2 and head[:1] == b"\x80" else 0
+        self.python2_names = fix_imports and protocol < 3
 
     def find_class(self, module: str, name: str) -> Any:
+        if self.python2_names:
+            if (module, name) in _compat_pickle.NAME_MAPPING:
+                module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+            elif module in _compat_pickle.IMPORT_MAPPING:
+                module = _compat_pickle.IMPORT_MAPPING[module]
+            if (module, name) in _PROTOCOL_2_BYTES:
+                return _PROTOCOL_2_BYTES[(module, name)]
         if (module, name) in _BUDGETED:
             return getattr(self.hooks, _BUDGETED[(module, name)])
         try:
@@ -444,7 +511,23 @@ class RestrictedUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError("persistent ids are not used by StyleGAN pickles")
 
 
-def _flatten_module(record: PersistentRecord, prefix: str, out: dict[str, torch.Tensor]) -> None:
+# Plain attributes of the pickled modules that decide how a network computes (block precision,
+# activation clamping, the stylegan3 repository's modulated-conv choice); `checkpoint` checks
+# them against the network its init kwargs build.
+RECORDED_ATTRIBUTES = ("use_fp16", "conv_clamp", "fused_modconv_default")
+
+
+class NvidiaNetwork(NamedTuple):
+    """One network of a snapshot: init kwargs, state dict, and {module path: {attribute: value}}
+    for the RECORDED_ATTRIBUTES its modules carry ('' is the network itself)."""
+
+    init_kwargs: dict[str, Any]
+    state: dict[str, torch.Tensor]
+    attributes: dict[str, dict[str, Any]]
+
+
+def _flatten_module(record: PersistentRecord, prefix: str, out: dict[str, torch.Tensor],
+                    attributes: dict[str, dict[str, Any]], source: Any) -> None:
     """Walk a record tree and collect parameters and persistent buffers as a state dict."""
     state = record.state
     params = state.get("_parameters") or {}
@@ -454,22 +537,27 @@ def _flatten_module(record: PersistentRecord, prefix: str, out: dict[str, torch.
         if value is None:
             continue
         if not isinstance(value, torch.Tensor):
-            raise CheckpointError(f"entry {prefix}{name} is not a tensor")
+            raise CheckpointError(f"Refusing to load {source}: its entry {prefix}{name} is not a "
+                                  f"tensor; export the generator again.")
         # No copy: _build copies into the model once shapes match, whereas cloning a view
         # first would allocate whatever size it declares (stride 0 makes that any size).
         out[prefix + name] = value.detach()
+    found = {k: _to_plain(state[k]) for k in RECORDED_ATTRIBUTES if k in state}
+    if found:
+        attributes[prefix[:-1]] = found
     for name, child in (state.get("_modules") or {}).items():
         if child is None:
             continue
         if not isinstance(child, PersistentRecord):
-            raise CheckpointError(f"sub-module {prefix}{name} is not a persistent network object")
-        _flatten_module(child, f"{prefix}{name}.", out)
+            raise CheckpointError(f"Refusing to load {source}: its sub-module {prefix}{name} is "
+                                  f"not a persistent network object; export the generator again.")
+        _flatten_module(child, f"{prefix}{name}.", out, attributes, source)
 
 
-def read_nvidia_pickle(path: Path, network: str = "G_ema", limits: ReadLimits = ReadLimits(),
-                       ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Return (init_kwargs, state_dict) of `network` in an NVIDIA snapshot, running no code and
-    allocating no more than `limits` allow."""
+def read_nvidia_network(path: Path, network: str = "G_ema", limits: ReadLimits = ReadLimits(),
+                        ) -> NvidiaNetwork:
+    """`network` of an NVIDIA snapshot (stylegan2-ada-pytorch or stylegan3 repository), running
+    no code and allocating no more than `limits` allow."""
     size = path.stat().st_size
     refuse_file_size(path, size, limits)
     try:
@@ -480,17 +568,26 @@ def read_nvidia_pickle(path: Path, network: str = "G_ema", limits: ReadLimits = 
     except (pickle.UnpicklingError, EOFError, AttributeError, TypeError, ValueError,
             IndexError, RuntimeError, MemoryError, OverflowError, RecursionError) as exc:
         raise CheckpointError(
-            f"Refusing to load {path}: it is not a stylegan2-ada-pytorch snapshot that can be read "
-            f"safely ({exc}); export the generator with NVIDIA's own tools or convert it to a "
-            f"state dict.") from None
+            f"Refusing to load {path}: it is not an NVIDIA StyleGAN snapshot that can be read "
+            f"safely ({error_reason(exc)}); export the generator with NVIDIA's own tools or "
+            f"convert it to a state dict.") from None
     if not isinstance(data, dict) or not isinstance(data.get(network), PersistentRecord):
-        keys = sorted(data) if isinstance(data, dict) else type(data).__name__
+        keys = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
         raise CheckpointError(
-            f"{path} has no '{network}' network (found {keys}); expected a stylegan2-ada-pytorch "
+            f"{path} has no '{network}' network (found {keys}); expected an NVIDIA StyleGAN "
             f"snapshot such as network-snapshot-XXXXXX.pkl.")
     record = data[network]
     if record.class_name != "Generator":
-        raise CheckpointError(f"{path}: '{network}' is a {record.class_name}, not a Generator.")
+        raise CheckpointError(f"{path}: '{network}' is a {record.class_name}, not a Generator; "
+                              f"give a snapshot whose {network} is the generator.")
     state: dict[str, torch.Tensor] = {}
-    _flatten_module(record, "", state)
-    return record.init_kwargs, state
+    attributes: dict[str, dict[str, Any]] = {}
+    _flatten_module(record, "", state, attributes, path)
+    return NvidiaNetwork(record.init_kwargs, state, attributes)
+
+
+def read_nvidia_pickle(path: Path, network: str = "G_ema", limits: ReadLimits = ReadLimits(),
+                       ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(init_kwargs, state_dict) of `network` in an NVIDIA snapshot (see read_nvidia_network)."""
+    found = read_nvidia_network(path, network, limits)
+    return found.init_kwargs, found.state

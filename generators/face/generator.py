@@ -1,9 +1,11 @@
 """The StyleGAN2 generator (`G_ema`): mapping + synthesis, built from stored init kwargs.
 
-`Generator(**init_kwargs)` accepts exactly the keyword arguments stylegan2-ada-pytorch stores
-in its pickles (`G_ema._init_kwargs`): z_dim, c_dim, w_dim, img_resolution, img_channels,
-mapping_kwargs (num_layers, ...), synthesis_kwargs (channel_base, channel_max, num_fp16_res,
-conv_clamp, ...). Its state dict has the same names and shapes as `G_ema.state_dict()`.
+`Generator(**init_kwargs)` accepts the keyword arguments either StyleGAN2 codebase stores in its
+pickles (`G_ema._init_kwargs`): z_dim, c_dim, w_dim, img_resolution, img_channels,
+mapping_kwargs (num_layers, ...) and the synthesis arguments (channel_base, channel_max,
+num_fp16_res, conv_clamp, ...), nested under synthesis_kwargs as stylegan2-ada-pytorch stores
+them or at the top level as the stylegan3 repository's StyleGAN2 (and its legacy.py) does; see
+`nested_init_kwargs`. Its state dict has the same names and shapes as `G_ema.state_dict()`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,34 @@ _IGNORED_TOP_KWARGS = {"epochs"}
 _MAPPING_KWARGS = {"num_layers", "embed_features", "layer_features", "activation",
                    "lr_multiplier", "w_avg_beta"}
 _SYNTHESIS_KWARGS = {"channel_base", "channel_max", "num_fp16_res", "conv_clamp", "architecture",
-                     "use_noise", "activation"}
+                     "use_noise", "activation", "fused_modconv_default"}
+# Everything the stylegan3 repository's networks_stylegan2.Generator passes on to its synthesis
+# network from its top-level keywords.
+_TOP_LEVEL_SYNTHESIS_KWARGS = _SYNTHESIS_KWARGS | _IGNORED_SYNTHESIS_KWARGS | {"resample_filter"}
+# That code's defaults where they differ from stylegan2-ada-pytorch's (num_fp16_res=0,
+# conv_clamp=None, and a modulated conv fused only in fp32 or for one sample).
+STYLEGAN3_SYNTHESIS_DEFAULTS = {"num_fp16_res": 4, "conv_clamp": 256, "fused_modconv_default": True}
+
+
+def nested_init_kwargs(init_kwargs: dict[str, Any], stylegan3: bool = False) -> dict[str, Any]:
+    """Init kwargs of either StyleGAN2 layout in stylegan2-ada-pytorch's: synthesis arguments
+    under `synthesis_kwargs`, and for the stylegan3 repository's layout its defaults written out.
+
+    The stylegan3 layout is recognised by synthesis arguments at the top level; `stylegan3=True`
+    says the kwargs come from that code even when none is there to show it (a caller who knows
+    where they come from, e.g. from the pickled modules). Raises ValueError for kwargs that mix
+    the two layouts.
+    """
+    kwargs = dict(init_kwargs)
+    flat = {k: kwargs.pop(k) for k in list(kwargs) if k in _TOP_LEVEL_SYNTHESIS_KWARGS}
+    if "synthesis_kwargs" in kwargs:
+        if flat:
+            raise ValueError(f"synthesis arguments both in synthesis_kwargs and at the top level "
+                             f"({sorted(flat)})")
+        return kwargs
+    if flat or stylegan3:
+        kwargs["synthesis_kwargs"] = {**STYLEGAN3_SYNTHESIS_DEFAULTS, **flat}
+    return kwargs
 
 
 def _plain(value: Any) -> Any:
@@ -45,7 +74,13 @@ class Generator(torch.nn.Module):
     def __init__(self, z_dim: int, c_dim: int, w_dim: int, img_resolution: int,
                  img_channels: int, mapping_kwargs: dict | None = None,
                  synthesis_kwargs: dict | None = None, **extra: Any) -> None:
+        """`extra`: the stylegan3 layout's top-level synthesis arguments (see
+        nested_init_kwargs), or keywords that do not change the images (epochs)."""
         super().__init__()
+        if synthesis_kwargs is not None:
+            extra["synthesis_kwargs"] = synthesis_kwargs
+        extra = nested_init_kwargs(extra)
+        synthesis_kwargs = extra.pop("synthesis_kwargs", None)
         unknown = set(extra) - _IGNORED_TOP_KWARGS
         if unknown:
             raise ValueError(f"unsupported generator arguments: {sorted(unknown)}")
@@ -74,10 +109,13 @@ class Generator(torch.nn.Module):
 
     def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, truncation_psi: float = 1.0,
                 truncation_cutoff: int | None = None, noise_mode: str = "const",
-                generator: NoiseGenerator = None, force_fp32: bool = False) -> torch.Tensor:
-        """fp16 blocks (num_fp16_res) run in half precision on CUDA unless force_fp32."""
+                generator: NoiseGenerator = None, force_fp32: bool = False,
+                fp16_on_cpu: bool = False) -> torch.Tensor:
+        """fp16 blocks (num_fp16_res) run in half precision on CUDA unless force_fp32 (and on
+        the CPU too with fp16_on_cpu, see SynthesisNetwork.forward)."""
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
-        return self.synthesis(ws, noise_mode=noise_mode, generator=generator, force_fp32=force_fp32)
+        return self.synthesis(ws, noise_mode=noise_mode, generator=generator, force_fp32=force_fp32,
+                              fp16_on_cpu=fp16_on_cpu)
 
 
 def latents_from_rng(rng: np.random.Generator, z_dim: int, count: int = 1) -> np.ndarray:

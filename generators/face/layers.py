@@ -150,15 +150,20 @@ def modulated_conv2d(
     if demodulate and fused_modconv:
         w = w * dcoefs.reshape(batch, -1, 1, 1, 1)
 
+    # Noise is added as in NVIDIA's code, so that fp16 blocks round as the reference's do:
+    # unfused, cast to x's dtype and fused with the demodulation into one addcmul (one
+    # rounding); fused, added in place in fp32 and rounded once into x's dtype.
     if not fused_modconv:
         # Scale activations instead of weights: one shared conv, cheaper for fp16 batches.
         x = x * styles.to(x.dtype).reshape(batch, -1, 1, 1)
         x = conv2d_resample(x, weight.to(x.dtype), resample_filter, up=up, padding=padding,
                             flip_weight=flip_weight)
+        if demodulate and noise is not None:
+            return torch.addcmul(noise.to(x.dtype), x, dcoefs.to(x.dtype).reshape(batch, -1, 1, 1))
         if demodulate:
-            x = x * dcoefs.to(x.dtype).reshape(batch, -1, 1, 1)
+            return x * dcoefs.to(x.dtype).reshape(batch, -1, 1, 1)
         if noise is not None:
-            x = x + noise.to(x.dtype)
+            return x.add_(noise.to(x.dtype))
         return x
 
     # Fused: one grouped convolution with a per-sample weight.
@@ -168,7 +173,7 @@ def modulated_conv2d(
                         groups=batch, flip_weight=flip_weight)
     x = x.reshape(batch, -1, *x.shape[2:])
     if noise is not None:
-        x = x + noise.to(x.dtype)
+        x = x.add_(noise)
     return x
 
 

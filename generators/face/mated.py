@@ -28,7 +28,14 @@ from generators.face.identity_gate import FaceEmbedderLike
 
 def fine_layer_start(generator: Generator) -> int:
     """First w index of the 64x64 block (StyleGAN's "fine" styles: colour, micro-texture),
-    clamped so small test networks still have one fine layer."""
+    clamped so small test networks still have one fine layer. StyleGAN3 has no blocks: its
+    layers' band limits grow geometrically, and the first w whose layer carries detail beyond
+    what 64x64 holds (cutoff > 16 cycles per image, half of 64's Nyquist rate 32: where
+    StyleGAN2's 64x64 block's upsampled content starts) is the same split."""
+    cutoffs = getattr(getattr(generator, "synthesis", None), "w_cutoffs", None)
+    if cutoffs:
+        first = next((i for i, f in enumerate(cutoffs) if f > 16.0), len(cutoffs) - 1)
+        return min(first, generator.num_ws - 1)
     return min(2 * int(math.log2(64)) - 5, generator.num_ws - 1)
 
 
