@@ -342,6 +342,13 @@ def test_reduce_trap_is_refused_and_runs_nothing(tmp_path, persistence):
         read_stylegan3(path)
     assert "\n" not in str(err.value)
     assert not marker.exists()
+    # and through the console script: exit 2, one sentence, nothing ran
+    from conftest import run_biomint
+
+    result = run_biomint("dataset=smoke", f"output_dir={tmp_path / 'ds'}", f"face.checkpoint={path}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert [line for line in result.stderr.splitlines() if line.startswith("biomint: ")]
+    assert not marker.exists()
 
 
 # --- the StyleGAN2 call sites on a StyleGAN3 generator -----------------------------------
