@@ -117,6 +117,7 @@ def _check_stage(root: Path, meta: dict, stage, report: Report, workers: int) ->
         report.problems.append(f"{stage.NAME}: {table.num_rows} rows + {dropped} dropped, but the config asks "
                                f"for {expected}")
     if table.num_rows == 0:
+        report.lines.append(f"{stage.NAME}: 0 samples ({dropped} dropped)")
         return set()
     ids = table["sample_id"].to_pylist()
     counts = pc.value_counts(table["sample_id"])
