@@ -25,10 +25,11 @@ from typing import Any
 
 import torch
 
-# The limits live with the unpicklers that enforce them; re-exported for the loader's users.
-from generators.face.checkpoint_nvidia import (  # noqa: F401
-    MAX_CHECKPOINT_BYTES, MAX_COMPRESSION_RATIO, MAX_TENSORS, ReadLimits, check_torch_stream,
-    error_reason, human_bytes, read_nvidia_network, read_nvidia_pickle)
+# The limits are re-exported for the loader's users.
+from generators.face.checkpoint_limits import (  # noqa: F401
+    MAX_CHECKPOINT_BYTES, MAX_COMPRESSION_RATIO, MAX_TENSORS, ReadLimits, check_torch_stream, error_reason,
+    human_bytes)
+from generators.face.checkpoint_nvidia import read_nvidia_network, read_nvidia_pickle  # noqa: F401
 from generators.face.checkpoint_rosinality import infer_rosinality_kwargs, rosinality_to_ada
 from generators.face.errors import CheckpointError
 from generators.face.generator import Generator, nested_init_kwargs

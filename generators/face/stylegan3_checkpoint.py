@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 
-from generators.face.checkpoint_nvidia import ReadLimits, human_bytes, read_nvidia_pickle
+from generators.face.checkpoint_limits import ReadLimits, human_bytes
+from generators.face.checkpoint_nvidia import read_nvidia_pickle
 from generators.face.errors import CheckpointError
 from generators.face.stylegan3 import (
     LAYER_DEFAULTS, MAPPING_LAYERS, SYNTHESIS_DEFAULTS, Generator3, plan_layers)
