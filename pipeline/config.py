@@ -87,6 +87,7 @@ class BiomintConfig:
     output_dir: str = "data/${dataset.name}-seed${seed}"  # the dataset root
     seed: int = 0
     overwrite: bool = False               # replace a dataset minted with another config
+    wait: bool = False                    # another run holds output_dir: wait for it (else exit 2)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     fingerprint: Any = MISSING
     latent: Any = MISSING                 # latent prints of the fingerprint stage's fingers
@@ -116,7 +117,7 @@ def register_configs() -> None:
 register_configs()
 
 # Keys that only say how/where to run, not what is minted: they may change on resume.
-RUNTIME_KEYS = ("output_dir", "overwrite", "cluster", "evaluation", "export")
+RUNTIME_KEYS = ("output_dir", "overwrite", "wait", "cluster", "evaluation", "export")
 
 
 def to_config(cfg: DictConfig) -> BiomintConfig:

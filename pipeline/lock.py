@@ -55,12 +55,16 @@ def dataset_lock(root: Path, purpose: str, wait: bool = False) -> Iterator[None]
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            busy = e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+            if busy and wait:
+                log.info("output_dir=%s is in use by %s; waiting for it (wait=true)", root, _holder(path))
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            elif busy:
                 raise DatasetBusy(f"output_dir={root} is in use by {_holder(path)}; wait for it to finish "
-                                  f"or choose another output_dir") from None
-            if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                                  f"(or rerun with wait=true) or choose another output_dir") from None
+            elif e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
                 log.warning("the file system of %s does not support locks: nothing stops two runs "
                             "on it at once", root)
             else:

@@ -82,7 +82,7 @@ def run(cfg: DictConfig) -> dict:
     for name in active_names:
         for key in ACCEPTANCE_KEYS:
             (recorded.get(name) or {}).pop(key, None)
-    with dataset_lock(root, "mint"):
+    with dataset_lock(root, "mint", wait=config.wait):
         try:
             meta = prepare_root(root, recorded, config.overwrite, stages, config.dataset.shard_size)
             damage = verify_complete(root, stages, meta, config.dataset.shard_size) \

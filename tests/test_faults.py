@@ -113,6 +113,31 @@ def test_two_runs_at_once_ten_times_never_crash_and_end_byte_identical(tmp_path,
     assert refused >= 8
 
 
+def test_while_another_process_holds_the_root_a_run_exits_2_or_with_wait_true_waits(tmp_path, reference):
+    import fcntl
+
+    root = tmp_path / "ds"
+    root.mkdir()
+    holder = os.open(root / ".biomint-lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(holder, fcntl.LOCK_EX)                      # this test is the other process
+    os.write(holder, json.dumps({"pid": os.getpid(), "host": "here", "started": 0, "command": "biomint x"}).encode())
+    try:
+        assert_one_sentence(run_biomint(*TINY, f"output_dir={root}"), 2, f"is in use by biomint process {os.getpid()}",
+                            "wait=true")
+        env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+        waiting = subprocess.Popen([*BIOMINT, *TINY, f"output_dir={root}", "wait=true"], cwd=tmp_path, env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        time.sleep(8)
+        assert waiting.poll() is None, "the run with wait=true did not wait"
+        assert not (root / "dataset.json").exists()
+    finally:
+        os.close(holder)                                     # released: the waiting run goes on
+    out, _ = waiting.communicate(timeout=300)
+    assert waiting.returncode == 0, out[-2000:]
+    assert "waiting for it (wait=true)" in out
+    assert validate_dataset(root).ok and fingerprint_of(root) == reference[1]
+
+
 def test_a_lock_left_by_a_killed_run_never_blocks(tmp_path, reference):
     root = tmp_path / "ds"
     proc = subprocess.Popen([*BIOMINT, *TINY, f"output_dir={root}"], cwd=tmp_path, start_new_session=True,
