@@ -3,17 +3,14 @@ mint of faces + fingerprints into one dataset (validate and regenerate included)
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from generators.face import save_generator
 
 BIOMINT = Path(sys.executable).with_name("biomint")
 pytestmark = pytest.mark.skipif(not BIOMINT.is_file(), reason="the biomint console script is not installed")
@@ -33,17 +30,9 @@ def test_missing_checkpoint_exits_2_with_one_sentence(tmp_path):
 
 
 def test_faces_and_fingerprints_in_one_dataset(tmp_path):
-    from PIL import Image
+    from test_face_stage import one_face_checkpoint
 
-    from test_face_stage import photo_generator
-
-    spec = importlib.util.find_spec("insightface")
-    photo = (Path(list(spec.submodule_search_locations)[0]) / "data/images/Tom_Hanks_54745.png"
-             if spec and spec.submodule_search_locations else None)
-    if photo is None or not photo.is_file():
-        pytest.skip("insightface's sample photos are not installed (pip install --no-deps insightface)")
-    gray = np.asarray(Image.open(photo).convert("L").resize((128, 128)), np.float32) / 255.0
-    ckpt, _ = save_generator(photo_generator(gray), tmp_path / "one_face.pt")
+    ckpt = one_face_checkpoint(tmp_path)
     root = tmp_path / "ds"
     r = _run(["dataset=smoke", f"output_dir={root}", f"face.checkpoint={ckpt}", "face.identities=2",
               "face.images_per_identity=2", "face.random_noise=false", "face.max_candidates=2",

@@ -145,6 +145,22 @@ def tiny_generator_kwargs() -> dict:
                 mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=256, channel_max=16))
 
 
+def one_face_checkpoint(folder: Path) -> Path:
+    """photo_generator of insightface's sample portrait, saved in `folder`; skips the test when
+    those photos are not installed."""
+    import importlib.util
+
+    from PIL import Image
+
+    spec = importlib.util.find_spec("insightface")
+    photo = (Path(list(spec.submodule_search_locations)[0]) / "data/images/Tom_Hanks_54745.png"
+             if spec and spec.submodule_search_locations else None)
+    if photo is None or not photo.is_file():
+        pytest.skip("insightface's sample photos are not installed (pip install --no-deps insightface)")
+    gray = np.asarray(Image.open(photo).convert("L").resize((128, 128)), np.float32) / 255.0
+    return save_generator(photo_generator(gray), folder / "one_face.pt")[0]
+
+
 def photo_generator(photo_gray: np.ndarray, channels: int = 8) -> Generator:
     """A 128² generator whose every output is one real face (the photo sits in the last
     layer's noise_const; z only tints it through the ToRGB styles): every identity candidate

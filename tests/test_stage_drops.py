@@ -15,7 +15,7 @@ from generators.face import Generator, save_generator
 from pipeline.drops import DropTally, too_many_dropped
 from pipeline.errors import ConfigError
 from pipeline.stages import face as face_stage
-from test_face_stage import photo_generator, tiny_generator_kwargs
+from test_face_stage import one_face_checkpoint, tiny_generator_kwargs
 
 # Two fingers: the fingerprint stage has to run, but the faces are what these tests are about.
 SMALL = ["dataset=smoke", "fingerprint.fingers=2", "pairs.non_mated=5", "cluster.workers=1"]
@@ -88,19 +88,7 @@ def test_a_model_that_draws_no_face_fails_the_run_and_a_higher_limit_completes_i
 
 
 def test_drops_within_the_limit_are_counted_by_reason_in_the_summary_line(tmp_path):
-    import importlib.util
-    from pathlib import Path
-
-    import numpy as np
-    from PIL import Image
-
-    spec = importlib.util.find_spec("insightface")
-    photo = (Path(list(spec.submodule_search_locations)[0]) / "data/images/Tom_Hanks_54745.png"
-             if spec and spec.submodule_search_locations else None)
-    if photo is None or not photo.is_file():
-        pytest.skip("insightface's sample photos are not installed (pip install --no-deps insightface)")
-    gray = np.asarray(Image.open(photo).convert("L").resize((128, 128)), np.float32) / 255.0
-    ckpt, _ = save_generator(photo_generator(gray), tmp_path / "one_face.pt")
+    ckpt = one_face_checkpoint(tmp_path)
     root = tmp_path / "ds"
     # One person behind every latent: subject 1 can only be a look-alike of subject 0, so half
     # the samples are dropped, which a limit of 0.5 allows (only more than the limit fails).

@@ -28,7 +28,7 @@ import torch
 # The limits are re-exported for the loader's users.
 from generators.face.checkpoint_limits import (  # noqa: F401
     MAX_CHECKPOINT_BYTES, MAX_COMPRESSION_RATIO, MAX_TENSORS, ReadLimits, check_torch_stream, error_reason,
-    human_bytes)
+    human_bytes, refuse_network_size)
 from generators.face.checkpoint_nvidia import read_nvidia_network, read_nvidia_pickle  # noqa: F401
 from generators.face.checkpoint_rosinality import infer_rosinality_kwargs, rosinality_to_ada
 from generators.face.errors import CheckpointError
@@ -97,21 +97,6 @@ def _generator_nbytes(init_kwargs: dict[str, Any]) -> int | None:
         return None
 
 
-# _generator_nbytes over-counts real generators by at most ~1.3x (the mapping term), and a
-# checkpoint may hold its weights in half precision: another 2x.
-_ESTIMATE_SLACK = 3
-
-
-def _stored_bytes(state: dict[str, torch.Tensor]) -> int:
-    """Bytes of the distinct storages behind `state` (what the file really provided)."""
-    seen: dict[int, int] = {}
-    for t in state.values():
-        if isinstance(t, torch.Tensor):
-            s = t.untyped_storage()
-            seen[s.data_ptr()] = max(seen.get(s.data_ptr(), 0), s.nbytes())
-    return sum(seen.values())
-
-
 # What only a StyleGAN3 (-T, -R) generator holds: its Fourier-feature input, or arguments the
 # stylegan3 repository's train.py always stores for those configs.
 _STYLEGAN3_STATE_KEYS = ("synthesis.input.freqs", "synthesis.input.transform")
@@ -144,21 +129,8 @@ def _build(init_kwargs: dict[str, Any], state: dict[str, torch.Tensor], path: Pa
 
 def _build_stylegan2(init_kwargs: dict[str, Any], state: dict[str, torch.Tensor], path: Path,
                      limits: ReadLimits) -> Generator:
-    # The arguments come from the file, and a few bytes can describe a network of any width:
-    # refuse one that the limit or the file's own weights cannot pay for before building it.
-    nbytes = _generator_nbytes(init_kwargs)
-    if nbytes is not None and nbytes > limits.max_bytes:
-        raise CheckpointError(
-            f"Refusing to load {path}: its arguments describe a generator of about "
-            f"{human_bytes(nbytes)}, over the {human_bytes(limits.max_bytes)} limit for a face "
-            f"checkpoint (a 1024x1024 StyleGAN2 generator is ~130 MB); check its init kwargs or "
-            f"export the generator again.")
-    held = _stored_bytes(state)
-    if nbytes is not None and nbytes > _ESTIMATE_SLACK * held + (1 << 20):
-        raise CheckpointError(
-            f"Refusing to load {path}: its arguments describe a generator of about "
-            f"{human_bytes(nbytes)} but the file holds only {human_bytes(held)} of its weights, "
-            f"so they do not belong together; export the generator again.")
+    refuse_network_size(path, _generator_nbytes(init_kwargs), state, limits, "generator",
+                        "a 1024x1024 StyleGAN2 generator is ~130 MB")
     try:
         model = Generator(**init_kwargs)
     except (TypeError, ValueError) as exc:
@@ -168,11 +140,18 @@ def _build_stylegan2(init_kwargs: dict[str, Any], state: dict[str, torch.Tensor]
     for name, value in model.state_dict().items():
         if name.endswith("resample_filter") and name not in state:
             state[name] = value
+    return load_strict(model, state, path, "StyleGAN2")
+
+
+def load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: Any,
+                architecture: str) -> torch.nn.Module:
+    """`model` with `state` loaded (strict), in eval mode without grad; CheckpointError (one
+    sentence naming `source`) when the names or shapes differ."""
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         detail = " ".join(str(exc).split())[:300]
-        raise CheckpointError(f"{path} does not match the StyleGAN2 architecture its arguments "
+        raise CheckpointError(f"{source} does not match the {architecture} architecture its arguments "
                               f"describe ({detail}); export the generator again.") from None
     return model.eval().requires_grad_(False)
 

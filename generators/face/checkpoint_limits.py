@@ -297,3 +297,42 @@ def check_torch_stream(fh: BinaryIO, size: int, source: Any, limits: ReadLimits,
             f"Refusing to load {source}: its tensors declare {human_bytes(declared)} of data but "
             f"{holder} holds only {human_bytes(available)}, so it is truncated or forged; "
             f"download or save the checkpoint again.")
+
+
+# A network's byte estimate from its arguments runs up to ~1.3x high, and a checkpoint may hold
+# its weights in half precision: another 2x. Tiny networks have more bookkeeping than weights.
+ESTIMATE_SLACK = 3
+ESTIMATE_FLOOR = 1 << 20
+
+
+def stored_bytes(state: dict) -> int:
+    """Bytes of the distinct storages behind the tensors of `state` (what the file provided)."""
+    import torch
+
+    seen: dict[int, int] = {}
+    for t in state.values():
+        if isinstance(t, torch.Tensor):
+            s = t.untyped_storage()
+            seen[s.data_ptr()] = max(seen.get(s.data_ptr(), 0), s.nbytes())
+    return sum(seen.values())
+
+
+def refuse_network_size(source: Any, nbytes: int | None, state: dict, limits: ReadLimits,
+                        network: str, typical: str) -> None:
+    """The arguments come from the file, and a few bytes can describe a network of any width:
+    CheckpointError for one that the limit or the file's own weights cannot pay for, before it
+    is built. `network` names it ("generator", "StyleGAN3 generator"), `typical` gives a real
+    one's size for the message."""
+    if nbytes is None:
+        return
+    if nbytes > limits.max_bytes:
+        raise CheckpointError(
+            f"Refusing to load {source}: its arguments describe a {network} of about "
+            f"{human_bytes(nbytes)}, over the {human_bytes(limits.max_bytes)} limit for a face "
+            f"checkpoint ({typical}); check its init kwargs or export the generator again.")
+    held = stored_bytes(state)
+    if nbytes > ESTIMATE_SLACK * held + ESTIMATE_FLOOR:
+        raise CheckpointError(
+            f"Refusing to load {source}: its arguments describe a {network} of about "
+            f"{human_bytes(nbytes)} but the file holds only {human_bytes(held)} of its weights, "
+            f"so they do not belong together; export the generator again.")

@@ -57,12 +57,13 @@ def nested_init_kwargs(init_kwargs: dict[str, Any], stylegan3: bool = False) -> 
     return kwargs
 
 
-def _plain(value: Any) -> Any:
-    """Turn EasyDict-like mappings and tuples into plain JSON-able dicts and lists."""
+def plain(value: Any) -> Any:
+    """EasyDict-like mappings, tuples and numpy scalars -> JSON-able dicts, lists, numbers
+    (what `init_kwargs` holds, so that save_generator can write it as JSON)."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, np.generic):
         return value.item()
     return value
@@ -97,7 +98,7 @@ class Generator(torch.nn.Module):
         bad = set(synthesis_kwargs) - _SYNTHESIS_KWARGS
         if bad:
             raise ValueError(f"unsupported synthesis_kwargs: {sorted(bad)}")
-        self.init_kwargs: dict[str, Any] = _plain(dict(
+        self.init_kwargs: dict[str, Any] = plain(dict(
             z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, img_resolution=img_resolution,
             img_channels=img_channels, mapping_kwargs=copy.deepcopy(mapping_kwargs),
             synthesis_kwargs=copy.deepcopy(synthesis_kwargs)))

@@ -35,27 +35,38 @@ def setup_filter(taps: list[float] | tuple[float, ...] = (1, 3, 3, 1)) -> torch.
 
 
 def upfirdn2d(
-    x: torch.Tensor,  # [B, C, H, W]
-    f: torch.Tensor,  # [k, k] normalised filter
+    x: torch.Tensor,                         # [B, C, H, W]
+    f: torch.Tensor | None,                  # [k] separable, [k, k] full, None = identity
     up: int = 1,
-    pad: tuple[int, int, int, int] = (0, 0, 0, 0),  # x0, x1, y0, y1 (negative crops)
+    down: int = 1,
+    pad: tuple[int, int, int, int] = (0, 0, 0, 0),  # x0, x1, y0, y1 on the upsampled grid
     gain: float = 1.0,
 ) -> torch.Tensor:
-    """Upsample by zero insertion, pad, convolve with `f` per channel. Returns [B, C, H', W']."""
+    """Zero-insertion upsampling, padding (negative crops), FIR convolution, decimation.
+
+    `gain` scales the 2-D response: a separable filter takes gain ** 0.5 on each axis.
+    Output side: (in * up + pad0 + pad1 - (k - 1) + down - 1) // down.
+    """
     b, c, h, w = x.shape
     if up > 1:
-        # Zero insertion: every input pixel followed by (up - 1) zeros in each axis.
         x = x.reshape(b, c, h, 1, w, 1)
         x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
         x = x.reshape(b, c, h * up, w * up)
     px0, px1, py0, py1 = pad
     x = F.pad(x, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
     x = x[:, :, max(-py0, 0): x.shape[2] - max(-py1, 0), max(-px0, 0): x.shape[3] - max(-px1, 0)]
-    # A 2-D kernel scales the signal energy by gain once (gain ** (ndim / 2) with ndim = 2);
-    # flipping makes this a true convolution (the [1,3,3,1] filter is symmetric anyway).
-    k = (f * gain).to(x.dtype).flip([0, 1])
-    k = k[None, None].repeat(x.shape[1], 1, 1, 1)
-    return F.conv2d(x, k, groups=x.shape[1])
+    if f is None:
+        x = x * gain if gain != 1 else x
+        return x[:, :, ::down, ::down] if down > 1 else x
+    # Flipped taps make F.conv2d (a correlation) a true convolution; the designed filters are
+    # symmetric, but a checkpoint's own buffers are used as they are. Decimation is the
+    # convolution's stride: only the kept samples are computed, each with the same sum of
+    # products (bit-identical to filtering everything and then keeping every down-th).
+    k = (f * (gain ** (f.ndim / 2))).to(x.dtype).flip(list(range(f.ndim)))
+    if f.ndim == 2:
+        return F.conv2d(x, k[None, None].repeat(c, 1, 1, 1), groups=c, stride=down)
+    x = F.conv2d(x, k[None, None, None, :].repeat(c, 1, 1, 1), groups=c, stride=(1, down))  # x
+    return F.conv2d(x, k[None, None, :, None].repeat(c, 1, 1, 1), groups=c, stride=(down, 1))  # y
 
 
 def upsample2d(x: torch.Tensor, f: torch.Tensor, up: int = 2) -> torch.Tensor:

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from generators.face.generator import plain
 from generators.face.layers import FullyConnectedLayer
 from generators.face.mapping import MappingNetwork
 from generators.face.stylegan3_filters import filtered_lrelu, jinc_lowpass, kaiser_lowpass
@@ -56,17 +57,6 @@ MAPPING_LAYERS = 2              # the stylegan3 mapping network's own default de
 MAX_LAYERS = 256
 LRELU_GAIN = math.sqrt(2.0)
 LRELU_SLOPE = 0.2
-
-
-def _plain(value: Any) -> Any:
-    """EasyDict-like mappings, tuples and numpy scalars -> JSON-able dicts, lists, numbers."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 @dataclass(frozen=True)
@@ -341,7 +331,7 @@ class Generator3(torch.nn.Module):
         bad = set(mapping_kwargs) - _MAPPING_KWARGS
         if bad:
             raise ValueError(f"unsupported StyleGAN3 mapping_kwargs: {sorted(bad)}")
-        self.init_kwargs: dict[str, Any] = _plain(dict(
+        self.init_kwargs: dict[str, Any] = plain(dict(
             z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, img_resolution=img_resolution,
             img_channels=img_channels, mapping_kwargs=copy.deepcopy(mapping_kwargs),
             **copy.deepcopy(synthesis_kwargs)))

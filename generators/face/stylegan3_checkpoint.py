@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 
-from generators.face.checkpoint_limits import ReadLimits, human_bytes
+from generators.face.checkpoint import load_strict
+from generators.face.checkpoint_limits import ReadLimits, refuse_network_size
 from generators.face.checkpoint_nvidia import read_nvidia_pickle
 from generators.face.errors import CheckpointError
 from generators.face.stylegan3 import (
@@ -28,10 +29,6 @@ STYLEGAN3_ONLY_KWARGS = frozenset({
     "output_scale", "conv_kernel", "filter_size", "lrelu_upsampling", "use_radial_filters",
     "magnitude_ema_beta"})
 STYLEGAN3_STATE_KEYS = ("synthesis.input.freqs", "synthesis.input.transform")
-# As for StyleGAN2 (checkpoint._build): the estimate is exact here, but a file may hold its
-# weights in half precision, and tiny networks have more bookkeeping than weights.
-_ESTIMATE_SLACK = 3
-_ESTIMATE_FLOOR = 1 << 20
 
 
 def is_stylegan3(init_kwargs: dict[str, Any], state: dict[str, torch.Tensor] | None = None) -> bool:
@@ -80,16 +77,6 @@ def stylegan3_nbytes(init_kwargs: dict[str, Any]) -> int | None:
         return None
 
 
-def _stored_bytes(state: dict[str, torch.Tensor]) -> int:
-    """Bytes of the distinct storages behind `state` (what the file really provided)."""
-    seen: dict[int, int] = {}
-    for t in state.values():
-        if isinstance(t, torch.Tensor):
-            s = t.untyped_storage()
-            seen[s.data_ptr()] = max(seen.get(s.data_ptr(), 0), s.nbytes())
-    return sum(seen.values())
-
-
 def build_stylegan3(init_kwargs: dict[str, Any], state: dict[str, torch.Tensor],
                     source: Any = "the checkpoint", limits: ReadLimits = ReadLimits(),
                     ) -> Generator3:
@@ -99,19 +86,8 @@ def build_stylegan3(init_kwargs: dict[str, Any], state: dict[str, torch.Tensor],
     one that the limit or the file's own weights cannot pay for is refused before it is built.
     Raises CheckpointError (one sentence naming `source`).
     """
-    nbytes = stylegan3_nbytes(init_kwargs)
-    if nbytes is not None and nbytes > limits.max_bytes:
-        raise CheckpointError(
-            f"Refusing to load {source}: its arguments describe a StyleGAN3 generator of about "
-            f"{human_bytes(nbytes)}, over the {human_bytes(limits.max_bytes)} limit for a face "
-            f"checkpoint (a 1024x1024 StyleGAN3 generator is ~90 MB); check its init kwargs or "
-            f"export the generator again.")
-    held = _stored_bytes(state)
-    if nbytes is not None and nbytes > _ESTIMATE_SLACK * held + _ESTIMATE_FLOOR:
-        raise CheckpointError(
-            f"Refusing to load {source}: its arguments describe a StyleGAN3 generator of about "
-            f"{human_bytes(nbytes)} but the file holds only {human_bytes(held)} of its weights, "
-            f"so they do not belong together; export the generator again.")
+    refuse_network_size(source, stylegan3_nbytes(init_kwargs), state, limits, "StyleGAN3 generator",
+                        "a 1024x1024 StyleGAN3 generator is ~90 MB")
     try:
         model = Generator3(**init_kwargs)
     except (TypeError, ValueError, ArithmeticError, RuntimeError) as exc:
@@ -122,13 +98,7 @@ def build_stylegan3(init_kwargs: dict[str, Any], state: dict[str, torch.Tensor],
     if problem:
         raise CheckpointError(f"{source} does not match the StyleGAN3 architecture its arguments "
                               f"describe ({problem}); export the generator again.")
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        detail = " ".join(str(exc).split())[:300]
-        raise CheckpointError(f"{source} does not match the StyleGAN3 architecture its arguments "
-                              f"describe ({detail}); export the generator again.") from None
-    return model.eval().requires_grad_(False)
+    return load_strict(model, state, source, "StyleGAN3")
 
 
 def _mismatch(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> str:

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from generators.face.layers import upfirdn2d
+
 
 def kaiser_lowpass(numtaps: int, cutoff: float, width: float, fs: float) -> torch.Tensor | None:
     """Separable Kaiser-windowed sinc low-pass [numtaps] with unit DC gain.
@@ -60,41 +62,6 @@ def jinc_lowpass(numtaps: int, cutoff: float, width: float, fs: float) -> torch.
     window = np.kaiser(numtaps, beta)
     jinc = jinc * np.outer(window, window)
     return torch.as_tensor(jinc / np.sum(jinc), dtype=torch.float32)
-
-
-def upfirdn2d(
-    x: torch.Tensor,                         # [B, C, H, W]
-    f: torch.Tensor | None,                  # [k] separable, [k, k] full, None = identity
-    up: int = 1,
-    down: int = 1,
-    pad: tuple[int, int, int, int] = (0, 0, 0, 0),  # x0, x1, y0, y1 on the upsampled grid
-    gain: float = 1.0,
-) -> torch.Tensor:
-    """Zero-insertion upsampling, padding (negative crops), FIR convolution, decimation.
-
-    `gain` scales the 2-D response: a separable filter takes gain ** 0.5 on each axis.
-    Output side: (in * up + pad0 + pad1 - (k - 1) + down - 1) // down.
-    """
-    b, c, h, w = x.shape
-    if up > 1:
-        x = x.reshape(b, c, h, 1, w, 1)
-        x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
-        x = x.reshape(b, c, h * up, w * up)
-    px0, px1, py0, py1 = pad
-    x = F.pad(x, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
-    x = x[:, :, max(-py0, 0): x.shape[2] - max(-py1, 0), max(-px0, 0): x.shape[3] - max(-px1, 0)]
-    if f is None:
-        x = x * gain if gain != 1 else x
-        return x[:, :, ::down, ::down] if down > 1 else x
-    # Flipped taps make F.conv2d (a correlation) a true convolution; the designed filters are
-    # symmetric, but a checkpoint's own buffers are used as they are. Decimation is the
-    # convolution's stride: only the kept samples are computed, each with the same sum of
-    # products (bit-identical to filtering everything and then keeping every down-th).
-    k = (f * (gain ** (f.ndim / 2))).to(x.dtype).flip(list(range(f.ndim)))
-    if f.ndim == 2:
-        return F.conv2d(x, k[None, None].repeat(c, 1, 1, 1), groups=c, stride=down)
-    x = F.conv2d(x, k[None, None, None, :].repeat(c, 1, 1, 1), groups=c, stride=(1, down))  # x
-    return F.conv2d(x, k[None, None, :, None].repeat(c, 1, 1, 1), groups=c, stride=(down, 1))  # y
 
 
 def filtered_lrelu(
