@@ -68,6 +68,7 @@ def test_a_dataset_with_a_stylegan3_checkpoint_runs_end_to_end_and_validates(tmp
     assert result.returncode == 0, result.stderr[-3000:]
     meta = json.loads((root / "dataset.json").read_text())
     assert set(meta["stages"]) == {"fingerprint", "face"} and meta["status"] == "complete"
-    gate = json.loads((root / "truth/face/_gate/part-00000.json").read_text())
-    assert gate["candidates"] >= 2                         # the stage drew StyleGAN3 faces and judged them
+    gates = [json.loads(p.read_text()) for p in (root / "truth/face/_gate").glob("part-*.json")]
+    # the stage drew StyleGAN3 faces and judged them: at least one candidate per identity
+    assert sum(g["candidates"] for g in gates) >= 2
     assert run_biomint("validate", str(root)).returncode == 0
