@@ -9,6 +9,7 @@ import pandas as pd
 from evaluation.fingerprint_report import (matching_section, quality_section, slap_section,
                                            summary_lines)
 from evaluation.latent_report import latent_section, latent_summary_lines
+from evaluation.protocol_report import protocol_section, protocol_summary_lines
 from evaluation.plots import (det_curve, has_both_classes, img, png_b64, score_histograms,
                               table, thumb)
 
@@ -34,7 +35,8 @@ def write_report(path: Path, root: Path, summary: dict, manifest: pd.DataFrame,
                  face_samples: pd.DataFrame | None, face_pairs: pd.DataFrame | None,
                  edges: tuple[int, ...], per_bin: int, slap_segments: pd.DataFrame | None = None,
                  slaps: pd.DataFrame | None = None,
-                 latent_search: pd.DataFrame | None = None) -> Path:
+                 latent_search: pd.DataFrame | None = None,
+                 protocol_search: pd.DataFrame | None = None) -> Path:
     """Write report/index.html: every image inline, so the file opens offline anywhere."""
     body = [f"<h1>biomint evaluation — {html.escape(Path(root).name)}</h1>",
             f"<p>Dataset: <code>{html.escape(str(root))}</code></p>"]
@@ -49,6 +51,7 @@ def write_report(path: Path, root: Path, summary: dict, manifest: pd.DataFrame,
                                             latent_search, fp_pairs, manifest)
     body += section
     curves.update(latent_curves)
+    body += protocol_section(summary.get("protocol"), protocol_search)
     fc = summary.get("face")
     if fc and face_pairs is not None and face_pairs["score"].notna().any():
         body.append(f"<h2>Face distinctness ({html.escape(fc['embedder'])})</h2>")
@@ -82,6 +85,8 @@ def format_summary(summary: dict) -> str:
         lines += summary_lines(fp)
     if summary.get("latent_search"):
         lines += latent_summary_lines(summary["latent_search"])
+    if summary.get("protocol"):
+        lines += protocol_summary_lines(summary["protocol"])
     fc = summary.get("face")
     if fc:
         v = fc["verification"]

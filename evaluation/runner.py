@@ -16,6 +16,7 @@ from evaluation.fingerprint_evaluation import evaluate_fingerprints
 from evaluation.fingerprint_matching import FINGERPRINT_MATCHERS
 from evaluation.fingerprint_quality import QUALITY_BACKENDS
 from evaluation.latent_search import evaluate_latents
+from evaluation.protocol_search import PROTOCOL_STAGE, evaluate_protocol, has_protocol
 from evaluation.report import format_summary, write_report
 from evaluation.settings import QUALITY_LABEL, EvaluationSettings
 
@@ -60,6 +61,9 @@ def evaluate_dataset(dataset_root: Path, settings: EvaluationSettings | None = N
     if not root.is_dir():
         raise DatasetNotFoundError(f"Dataset folder {root} does not exist.")
     manifest = read_manifest(root, s.stages)
+    dpi = dict(zip(manifest["sample_id"], manifest["dpi"])) if "dpi" in manifest else {}
+    if s.stages is None:     # distractors (manifest/protocol) are searched in the 1:N protocol only
+        manifest = manifest[manifest["stage"] != PROTOCOL_STAGE].reset_index(drop=True)
     # with some stages only, pairs that name a sample of another stage are left out
     pairs = read_pairs(root, pd.Index(manifest["sample_id"]),
                        manifest_sample_ids(root) if s.stages is not None else None)
@@ -77,7 +81,8 @@ def evaluate_dataset(dataset_root: Path, settings: EvaluationSettings | None = N
     fp_tables: dict = {}
     fp_pairs = face_table = face_pairs = latent_table = None
 
-    prints = manifest[manifest["modality"] == "fingerprint"].reset_index(drop=True)
+    regular = manifest.iloc[0:0] if s.protocol_only else manifest
+    prints = regular[regular["modality"] == "fingerprint"].reset_index(drop=True)
     if len(prints):
         fp_tables, fp_pairs, summary["fingerprint"] = evaluate_fingerprints(
             root, _identity(prints),
@@ -91,7 +96,7 @@ def evaluate_dataset(dataset_root: Path, settings: EvaluationSettings | None = N
                     table["subject_id"] = table["sample_id"].map(owner)
                 _write(table, eval_dir / f"fingerprint_{name}.parquet")
 
-    latents = manifest[manifest["modality"] == "latent_fingerprint"].reset_index(drop=True)
+    latents = regular[regular["modality"] == "latent_fingerprint"].reset_index(drop=True)
     if len(latents):
         latent_table, latent_pairs, summary["latent_search"] = evaluate_latents(
             root, latents, prints, pairs[latent_pair].reset_index(drop=True),
@@ -103,7 +108,13 @@ def evaluate_dataset(dataset_root: Path, settings: EvaluationSettings | None = N
     if fp_pairs is not None:
         _write(fp_pairs, eval_dir / "fingerprint_pairs.parquet")
 
-    faces = manifest[manifest["modality"] == "face"].reset_index(drop=True)
+    protocol_table = None
+    if s.protocol_search and has_protocol(root):
+        protocol_table, summary["protocol"] = evaluate_protocol(root, fp_tables.get("templates", {}), s, client,
+                                                                dpi=dpi)
+        _write(protocol_table, eval_dir / "protocol_search.parquet")
+
+    faces = regular[regular["modality"] == "face"].reset_index(drop=True)
     if len(faces):
         face_table, face_pairs, identities, summary["face"] = evaluate_faces(
             root, faces, pairs[pair_modality == "face"].reset_index(drop=True), s, client)
@@ -117,7 +128,7 @@ def evaluate_dataset(dataset_root: Path, settings: EvaluationSettings | None = N
             root / "report" / "index.html", root, summary, manifest, fp_tables.get("quality"),
             fp_pairs, face_table, face_pairs, s.quality_bin_edges, s.grid_per_bin,
             slap_segments=fp_tables.get("slap_segments"), slaps=fp_tables.get("slaps"),
-            latent_search=latent_table))
+            latent_search=latent_table, protocol_search=protocol_table))
     from pipeline.manifest import write_bytes_atomic
 
     write_bytes_atomic(eval_dir / "summary.json", json.dumps(_strict_json(summary), indent=2).encode())

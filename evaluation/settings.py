@@ -24,6 +24,10 @@ class EvaluationSettings:
     bozorth3_threshold: float = 40.0              # customary NBIS match threshold
     max_nonmated_pairs: int | None = 100_000      # per pair kind; seeded subsample beyond
     latent_search: bool = True                    # 1:N search of every latent (N x gallery calls)
+    protocol_search: bool = True                  # 1:N search of protocol/ (when the dataset has one)
+    protocol_only: bool = False                   # only the 1:N protocol: no quality, pairs, latents, faces
+    protocol_max_comparisons: int = 20_000        # beyond, a seeded subset of probes and gallery is searched
+    protocol_searches: int = 100                  # probes searched in that subset
     face_embedder: str = "sface"                  # "sface" or "arcface" (needs face_onnx_path)
     face_onnx_path: str | None = None
     face_threshold: float = 0.363                 # OpenCV's SFace cosine threshold

@@ -17,6 +17,7 @@ from pipeline.errors import ConfigError
 from pipeline.stages import face as face_stage
 from pipeline.stages import fingerprint as fingerprint_stage
 from pipeline.stages import latent as latent_stage
+from pipeline.stages import protocol as protocol_stage
 
 
 @dataclass
@@ -96,6 +97,7 @@ class BiomintConfig:
     evaluation: EvaluationHookConfig = field(default_factory=EvaluationHookConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     face: Any = None                      # the face group (null when no face stage is installed)
+    protocol: Any = None                  # the 1:N protocol group (conf/protocol: none, open_set, closed_set)
 
 
 CLUSTER_CONFIGS: dict[str, type] = {"local": LocalClusterConfig, "address": AddressClusterConfig,
@@ -110,6 +112,7 @@ def register_configs() -> None:
     # The face group's YAML options extend this schema, so a mistyped face key or value fails
     # when the command line is checked, before any cluster starts.
     cs.store(group="face", name="face_schema", node=face_stage.Config)
+    cs.store(group="protocol", name="protocol_schema", node=protocol_stage.Config)
     for name, node in CLUSTER_CONFIGS.items():
         cs.store(group="cluster", name=name, node=node)
 

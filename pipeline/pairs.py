@@ -251,9 +251,11 @@ def _read_stage_units(root: Path, stage_name: str) -> pa.Table:
 def write_pairs(root: Path, stage, pairs_config, dataset_seed: int, stage_config=None) -> dict:
     """Write pairs/<kind>/part-*.parquet for each kind of the stage; returns
     {kind: {"mated": m, "non_mated": n}}."""
-    table = _read_units_table(root, stage)
     kinds = (stage.pair_kinds(stage_config) if stage_config is not None and hasattr(stage, "pair_kinds")
              else [(stage.PAIR_KIND, None, None)])
+    if not kinds:
+        return {}
+    table = _read_units_table(root, stage)
     counts = {}
     for kind, a_type, b_type in kinds:
         slot = KIND_SLOTS.get(kind, 0)

@@ -23,7 +23,8 @@ from pipeline.stages import load_stages, stage_device
 log = logging.getLogger("biomint")
 
 # What overwrite=true may delete in an existing dataset root (nothing else is touched).
-DATASET_ENTRIES = ("dataset.json", "images", "truth", "manifest", "pairs", "eval", "report", "export")
+DATASET_ENTRIES = ("dataset.json", "images", "truth", "manifest", "pairs", "protocol", "eval", "report",
+                   "export")
 VERSIONED_PACKAGES = ("biomint", "numpy", "pyarrow", "dask", "distributed", "hydra-core", "pillow", "torch")
 # Sample ids write the subject with 8 digits (fp-00000042-07-03): at most 10^8 subjects per stage.
 MAX_SUBJECTS = 10 ** 8
@@ -132,7 +133,11 @@ def verify_complete(root: Path, stages, meta: dict, shard_size: int) -> str | No
             _, why = shard_state(root, stage.NAME, shard.name, stage.expected_rows(stage_config, shard.start, shard.stop))
             if why:
                 return f"{stage.NAME} {shard.describe()}: {why}"
-    return pairs_state(root, meta.get("pairs", {}))
+    why = pairs_state(root, meta.get("pairs", {}))
+    for stage, _ in stages:
+        if why is None and hasattr(stage, "finish_state"):
+            why = stage.finish_state(root, meta.get(stage.NAME) or {})
+    return why
 
 
 def mint_dataset(root: Path, config, stages: list[tuple], meta: dict) -> dict:
@@ -163,6 +168,9 @@ def mint_dataset(root: Path, config, stages: list[tuple], meta: dict) -> dict:
     for stage, stage_config in stages:
         meta["stages"][stage.NAME]["rows"] = tallies[stage.NAME].rows
         meta["pairs"].update(write_pairs(root, stage, config.pairs, config.seed, stage_config))
+    for stage, stage_config in stages:     # files built from every stage's rows (the 1:N protocol)
+        if hasattr(stage, "finish"):
+            meta[stage.NAME] = stage.finish(root, stage_config, config.seed)
     meta["status"] = "complete"
     write_json_atomic(root / "dataset.json", meta)
     log.info("dataset complete: %s (%s)", root, _counts(meta))

@@ -25,6 +25,7 @@ STAGE_IDS: dict[str, int] = {
     "face": 2,
     "latent_fingerprint": 3,
     "pairs": 100,
+    "protocol": 101,      # 1:N protocols: which fingers are held out as non-mated probes
 }
 
 

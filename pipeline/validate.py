@@ -76,6 +76,12 @@ def validate_dataset(root: Path, workers: int = 8) -> Report:
             continue
         all_ids |= _check_stage(root, meta, stages[name], report, workers)
     _check_pairs(root, meta, all_ids, report)
+    if meta.get("protocol"):
+        from pipeline.protocol import check_protocol
+
+        problems, lines = check_protocol(root, meta["protocol"], all_ids)
+        report.problems.extend(problems)
+        report.lines.extend(lines)
     return report
 
 

@@ -28,6 +28,10 @@ A stage is a module with this shape (see pipeline/stages/fingerprint.py, the fir
     drop_cause(reason) -> str | None        optional: the likely cause of many drops for a reason (the
                                             most frequent one), named in that sentence
     PAIR_SOURCES: tuple[str, ...]           optional: other stages whose rows its pairs may name
+    finish(root, config, seed) -> dict      optional: files built from every stage's manifest after the
+                                           pairs (the 1:N protocol); dataset.json records the dict
+                                           under the stage's NAME
+    finish_state(root, recorded) -> str | None   optional: why those files differ from the record
     OFF: dict                               optional (stages that can be skipped): config values
                                            that make skip_reason() say so; `repair` sets them on
                                            stages a dataset.json does not record
@@ -52,7 +56,8 @@ from types import ModuleType
 from pipeline.stages.base import StageContext, image_png_bytes, relative_sample_dir, stage_device
 
 # Stage modules in run order. A module that does not exist in this checkout is left out.
-STAGE_MODULES: tuple[str, ...] = ("pipeline.stages.fingerprint", "pipeline.stages.latent", "pipeline.stages.face")
+STAGE_MODULES: tuple[str, ...] = ("pipeline.stages.fingerprint", "pipeline.stages.latent", "pipeline.stages.face",
+                                  "pipeline.stages.protocol")
 
 
 def load_stages() -> dict[str, ModuleType]:
