@@ -73,6 +73,8 @@ def _one_finger(config):
     """The probe's config: subject 0 with one finger instead of all its positions, where the
     stage's samples are per finger (plain, rolled, latent): per-sample figures are the same and
     the probe takes a tenth of the time. Slaps need a subject's fingers together: kept whole."""
+    if hasattr(config, "distractors") and getattr(config, "fingerprint", None) is not None:   # protocol
+        return dataclasses.replace(config, distractors=1, fingerprint=_one_finger(config.fingerprint))
     if hasattr(config, "fingerprint") and getattr(config, "fingerprint", None) is not None:   # latents
         return dataclasses.replace(config, fingers=1, fingerprint=_one_finger(config.fingerprint))
     if hasattr(config, "positions") and not getattr(config, "slaps", False):
@@ -139,7 +141,7 @@ def _duration(hours: float) -> str:
 def format_plan(root: Path, plans: list[StagePlan], workers: int) -> str:
     lines = [f"plan for {root} ({workers} worker(s); per-sample figures from one finger minted on this machine)"]
     for p in plans:
-        pairs = ", ".join(f"{kind} ~{n:,}" for kind, n in p.pairs.items())
+        pairs = ", ".join(f"{kind} ~{n:,}" for kind, n in p.pairs.items()) or "none"
         lines.append(f"  {p.name}: {p.samples:,} samples of {p.subjects:,} subjects in {p.shards:,} shards; "
                      f"{p.files:,} files, {_human(p.bytes)} on disk; {p.cpu_seconds_per_sample * 1000:.0f} ms CPU "
                      f"per sample → {_duration(p.worker_hours)} worker time, {_duration(p.worker_hours / workers)} "

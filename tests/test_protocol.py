@@ -207,3 +207,12 @@ def test_fnir_at_fpir_takes_the_lowest_threshold_within_the_target():
     assert at[0.0]["threshold"] == 101 and at[0.0]["fpir"] == 0 and at[0.0]["fnir"] == 0.75
     assert at[0.1]["threshold"] == 100 and at[0.1]["fpir"] == 0.1 and at[0.1]["fnir"] == 0.75
     assert at[0.5]["threshold"] == 60 and at[0.5]["fnir"] == 0.5       # rank 2 is a miss whatever its score
+
+
+def test_plan_counts_the_distractor_fingers(tmp_path):
+    from pipeline.plan import plan_command
+
+    text = plan_command(["dataset=smoke", f"output_dir={tmp_path / 'ds'}", "protocol=open_set", "protocol.distractors=10"])
+    line = next(line for line in text.splitlines() if line.strip().startswith("protocol:"))
+    assert "10 samples of 5 subjects" in line and line.endswith("pairs none")
+    assert not (tmp_path / "ds").exists()
