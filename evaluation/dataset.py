@@ -245,10 +245,24 @@ def folder_samples(folder: Path, modality: str = "face") -> pd.DataFrame:
     })
 
 
+def imread(path: Path | str, flags: int) -> np.ndarray | None:
+    """cv2.imread of a dataset file: a plain file or, with storage=tar, a member named
+    `<shard>.tar#<member>` (pipeline.manifest.read_stored); None if it cannot be read."""
+    from pipeline.manifest import read_stored, split_stored
+
+    if split_stored(path)[1] is None:
+        return cv2.imread(str(path), flags)
+    try:
+        data = read_stored(path)
+    except OSError:
+        return None
+    return cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+
+
 def read_image(root: Path, rel_path: str, sample_id: str, grey: bool) -> np.ndarray:
     """uint8 [H, W] (grey) or [H, W, 3] RGB; UnreadableImageError if it cannot be decoded."""
     path = Path(root) / rel_path
-    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE if grey else cv2.IMREAD_COLOR)
+    image = imread(path, cv2.IMREAD_GRAYSCALE if grey else cv2.IMREAD_COLOR)
     if image is None:
         raise UnreadableImageError(
             f"Cannot read image {path} (sample {sample_id}): the file is missing or not a "

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from evaluation.dataset import imread
 from evaluation.plots import (grid_table, has_both_classes, img, png_b64, quality_histogram,
                               score_histograms, table, thumb)
 from evaluation.settings import QUALITY_LABEL, QUALITY_NOTES, bin_labels
@@ -116,7 +117,7 @@ def slap_section(root: Path, fp: dict, slaps: pd.DataFrame | None, manifest: pd.
     pick = worst.iloc[np.unique(np.linspace(0, len(worst) - 1, min(n_thumbs, len(worst))).astype(int))]
     cells = []
     for r in pick.itertuples():
-        image = cv2.imread(str(Path(root) / paths[r.sample_id]), cv2.IMREAD_GRAYSCALE)
+        image = imread(Path(root) / paths[r.sample_id], cv2.IMREAD_GRAYSCALE)
         if image is None:
             continue
         cells.append(f'<figure>{img(slap_thumbnail(image, boxes.get(r.sample_id) or []), r.sample_id)}'

@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from evaluation.dataset import read_image, read_params, subsample_nonmated
+from evaluation.dataset import imread, read_image, read_params, subsample_nonmated
 from evaluation.fingerprint_evaluation import _matching_summary, score_pairs
 from evaluation.fingerprint_matching import FINGERPRINT_MATCHERS, extract_minutiae, native_available
 from evaluation.fingerprint_quality import minutiae_chunk
@@ -111,7 +111,7 @@ def latent_features_chunk(task: tuple[str, list[tuple[str, str, int, str | None,
         image = read_image(Path(root), rel_path, sample_id, grey=True)
         mins = extract_minutiae(image, ppi)
         inside = area = mate_fg = float("nan")
-        mask = cv2.imread(str(Path(root) / mask_path), cv2.IMREAD_GRAYSCALE) if mask_path else None
+        mask = imread(Path(root) / mask_path, cv2.IMREAD_GRAYSCALE) if mask_path else None
         if mask is not None:
             mask = mask > 127
             inside, area = float(minutiae_in_mask(mins, mask)), float(mask.sum())

@@ -15,6 +15,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy.stats import norm  # noqa: E402
 
+from evaluation.dataset import imread  # noqa: E402
 from evaluation.metrics import eer, error_curves  # noqa: E402
 from evaluation.settings import QUALITY_LABEL, bin_labels  # noqa: E402
 
@@ -119,7 +120,7 @@ def det_curve(curves: dict[str, pd.DataFrame]):
 
 
 def thumb(path: Path, height: int = 130) -> str:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    image = imread(path, cv2.IMREAD_COLOR)
     if image is None:
         return ""
     h, w = image.shape[:2]
@@ -174,7 +175,7 @@ def side_by_side(paths: list[Path], height: int = 130) -> str:
     """Base64 PNG of the images side by side, each scaled to ``height`` (grey, 4 px gap)."""
     parts = []
     for path in paths:
-        image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        image = imread(path, cv2.IMREAD_GRAYSCALE)
         if image is None:
             continue
         h, w = image.shape

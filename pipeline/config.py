@@ -18,6 +18,7 @@ from pipeline.stages import face as face_stage
 from pipeline.stages import fingerprint as fingerprint_stage
 from pipeline.stages import latent as latent_stage
 from pipeline.stages import protocol as protocol_stage
+from pipeline.storage import check_storage
 
 
 @dataclass
@@ -89,6 +90,7 @@ class BiomintConfig:
     seed: int = 0
     overwrite: bool = False               # replace a dataset minted with another config
     wait: bool = False                    # another run holds output_dir: wait for it (else exit 2)
+    storage: str = "files"                # files (one per image and truth file) or tar (a WebDataset tar per shard)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     fingerprint: Any = MISSING
     latent: Any = MISSING                 # latent prints of the fingerprint stage's fingers
@@ -148,6 +150,7 @@ def check_config(config: BiomintConfig) -> None:
     for key in ("max_mated", "non_mated"):
         if getattr(config.pairs, key) < 0:
             raise ConfigError(f"pairs.{key}={getattr(config.pairs, key)} is not allowed: it must be >= 0")
+    check_storage(config.storage)
     if config.export.compression not in ("png", "wsq"):
         raise ConfigError(f"export.compression={config.export.compression} is not allowed: png or wsq")
     if config.pairs.part_rows < 1:

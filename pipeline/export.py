@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from pipeline import ansi_nist
 from pipeline.errors import ConfigError, ManifestError
-from pipeline.manifest import load_dataset_json, manifest_dir, sha256_bytes, write_bytes_atomic
+from pipeline.manifest import load_dataset_json, manifest_dir, read_stored, sha256_bytes, write_bytes_atomic
 
 STAGE = "fingerprint"
 COLUMNS = ("sample_id", "subject_id", "finger_position", "impression_type", "impression", "path",
@@ -210,7 +210,7 @@ def _image_bytes(root: Path, row: dict) -> bytes:
     """The manifest's PNG, checked against its sha256 and its 8-bit grey width x height."""
     path = root / row["path"]
     try:
-        data = path.read_bytes()
+        data = read_stored(path)
     except OSError as e:
         raise ManifestError(f"cannot read image {path} of {row['sample_id']} ({e.strerror}); "
                             "run `biomint validate` on the dataset") from None
@@ -250,7 +250,7 @@ def finger_minutiae(root: Path, row: dict, idc: int) -> list[ansi_nist.FingerMin
 
 def _truth_bytes(path: Path, row: dict) -> bytes:
     try:
-        return path.read_bytes()
+        return read_stored(path)
     except OSError as e:
         raise ManifestError(f"cannot read ground truth {path} of {row['sample_id']} ({e.strerror}); "
                             "run `biomint validate` on the dataset") from None

@@ -12,9 +12,12 @@ globs, so the stats and temporary files never disturb a reader of the manifest.
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
 import hashlib
 import json
 import os
+import tarfile
 import uuid
 from pathlib import Path
 from typing import Any, Iterable
@@ -74,6 +77,107 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+# storage=tar: a sample's files are members of its shard's tar, and `path` names one as
+# "<tar path>#<member>" (e.g. shards/fingerprint/part-00001.tar#fp-00000004-02-00.png).
+MEMBER_SEPARATOR = "#"
+
+
+def split_stored(path: str | Path) -> tuple[str, str | None]:
+    """(file, member) of a stored path: ("x/part-00001.tar", "fp-...png") for a tar member,
+    (path, None) for a plain file."""
+    text = str(path)
+    container, sep, member = text.partition(".tar" + MEMBER_SEPARATOR)
+    return (container + ".tar", member) if sep else (text, None)
+
+
+@functools.lru_cache(maxsize=256)
+def _tar_index(path: str, inode: int, mtime_ns: int, size: int) -> dict[str, tuple[int, int]]:
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            return {m.name: (m.offset_data, m.size) for m in tar if m.isfile()}
+    except tarfile.TarError as e:
+        raise OSError(errno.EIO, f"not a readable tar ({first_line(e)})", path) from None
+
+
+def tar_index(path: str | Path) -> dict[str, tuple[int, int]]:
+    """{member name: (offset of its data, size)} of a tar, read once per version of the file
+    (a re-minted tar is another inode), so that reading members costs one seek each."""
+    st = os.stat(path)
+    return _tar_index(str(path), st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def read_stored(path: str | Path) -> bytes:
+    """The bytes of a dataset file by its full path: a plain file, or `<tar>#<member>`.
+    OSError (FileNotFoundError for a missing file or member) when it cannot be read."""
+    container, member = split_stored(path)
+    if member is None:
+        return Path(container).read_bytes()
+    found = tar_index(container).get(member)
+    if found is None:
+        raise FileNotFoundError(errno.ENOENT, f"no member {member} in {container}", str(path))
+    offset, size = found
+    with open(container, "rb") as f:
+        f.seek(offset)
+        data = f.read(size)
+    if len(data) != size:
+        raise OSError(errno.EIO, f"{container} is cut short in member {member}", str(path))
+    return data
+
+
+def stored_size(path: str | Path) -> int:
+    """Size in bytes of a plain file or a tar member; OSError if it does not exist."""
+    container, member = split_stored(path)
+    if member is None:
+        return os.stat(container).st_size
+    found = tar_index(container).get(member)
+    if found is None:
+        raise FileNotFoundError(errno.ENOENT, f"no member {member} in {container}", str(path))
+    return found[1]
+
+
+def tar_member_digests(path: str | Path) -> dict[str, tuple[str, int]]:
+    """{member: (sha256, size)} of every file in a tar, read in one pass (validate, repair).
+    OSError when the tar cannot be read; a damaged header ends the listing there."""
+    digests: dict[str, tuple[str, int]] = {}
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            for member in tar:
+                if member.isfile():
+                    h = hashlib.sha256()
+                    with tar.extractfile(member) as f:
+                        while block := f.read(1 << 20):
+                            h.update(block)
+                    digests[member.name] = (h.hexdigest(), member.size)
+    except tarfile.TarError as e:
+        if not digests:
+            raise OSError(errno.EIO, f"not a readable tar ({first_line(e)})", str(path)) from None
+    return digests
+
+
+def stored_sha256(root: Path, entries: list[dict]) -> dict[str, str | None]:
+    """{path: sha256 of what is on disk, None if missing or unreadable} for file entries
+    (`path` relative to the root, plain files or tar members); each tar is read once."""
+    found: dict[str, str | None] = {}
+    members: dict[str, list[str]] = {}
+    for entry in entries:
+        container, member = split_stored(entry["path"])
+        if member is None:
+            try:
+                found[entry["path"]] = sha256_file(Path(root) / container)
+            except OSError:
+                found[entry["path"]] = None
+        else:
+            members.setdefault(container, []).append(member)
+    for container, names in members.items():
+        try:
+            digests = tar_member_digests(Path(root) / container)
+        except OSError:
+            digests = {}
+        for name in names:
+            found[f"{container}{MEMBER_SEPARATOR}{name}"] = digests.get(name, (None, 0))[0]
+    return found
 
 
 def _temporary_sibling(path: Path) -> Path:
@@ -191,9 +295,8 @@ def shard_state(root: Path, stage: str, shard_name: str, expected_rows: int,
         except (OSError, ValueError, pa.ArrowException) as e:
             return None, f"{part.relative_to(root)} cannot be read ({first_line(e)})"
         for entry in files + list(stats.get("files", [])):
-            path = Path(root) / entry["path"]
             try:
-                size = path.stat().st_size
+                size = stored_size(Path(root) / entry["path"])
             except OSError:
                 return None, f"{entry['path']} is missing"
             if entry.get("bytes") is not None and size != entry["bytes"]:

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from pipeline.errors import ConfigError
 from pipeline.lock import dataset_lock
-from pipeline.manifest import listed_files, load_dataset_json, part_path, sha256_file, shard_state, stats_path
+from pipeline.manifest import listed_files, load_dataset_json, part_path, shard_state, stats_path, stored_sha256
 from pipeline.sharding import plan_shards
 from pipeline.stages import load_stages
 
@@ -47,9 +47,10 @@ def damaged_shards(root: Path, meta: dict, workers: int = 8) -> dict[str, list]:
                 files = listed_files(pq.ParquetFile(part_path(root, stage.NAME, shard.name)))
             except (OSError, ValueError, pa.ArrowException) as e:
                 return f"its manifest part cannot be read ({e})"
-            for entry in files + list(stats.get("files", [])):
-                sha = entry.get("sha256")
-                if sha is not None and sha256_file(Path(root) / entry["path"]) != sha:
+            entries = [e for e in files + list(stats.get("files", [])) if e.get("sha256") is not None]
+            on_disk = stored_sha256(Path(root), entries)      # each tar (storage=tar) read once
+            for entry in entries:
+                if on_disk[entry["path"]] != entry["sha256"]:
                     return f"{entry['path']} differs from its sha256"
             return None
 

@@ -19,11 +19,12 @@ from pipeline.manifest import (SCHEMA_VERSION, finished_shard_stats, is_temporar
 from pipeline.pairs import pairs_state, write_pairs
 from pipeline.sharding import plan_shards
 from pipeline.stages import load_stages, stage_device
+from pipeline.storage import tar_path
 
 log = logging.getLogger("biomint")
 
 # What overwrite=true may delete in an existing dataset root (nothing else is touched).
-DATASET_ENTRIES = ("dataset.json", "images", "truth", "manifest", "pairs", "protocol", "eval", "report",
+DATASET_ENTRIES = ("dataset.json", "images", "truth", "shards", "manifest", "pairs", "protocol", "eval", "report",
                    "export")
 VERSIONED_PACKAGES = ("biomint", "numpy", "pyarrow", "dask", "distributed", "hydra-core", "pillow", "torch")
 # Sample ids write the subject with 8 digits (fp-00000042-07-03): at most 10^8 subjects per stage.
@@ -143,7 +144,8 @@ def verify_complete(root: Path, stages, meta: dict, shard_size: int) -> str | No
 def mint_dataset(root: Path, config, stages: list[tuple], meta: dict) -> dict:
     """Mint the pending shards of every stage, check the counts, write the pairs, mark complete."""
     for directory in (root, *(manifest_dir(root, stage.NAME) for stage, _ in stages),
-                      *(stats_path(root, stage.NAME, "x").parent for stage, _ in stages)):
+                      *(stats_path(root, stage.NAME, "x").parent for stage, _ in stages),
+                      *((root / tar_path(stage.NAME, "x")).parent for stage, _ in stages)):
         remove_temporaries(directory)
     pending = {stage.NAME: pending_shards(root, stage, sc, config.dataset.shard_size) for stage, sc in stages}
     tallies: dict[str, DropTally] = {}
@@ -188,6 +190,8 @@ def prepare_root(root: Path, recorded: dict, overwrite: bool, stages, shard_size
             if not overwrite:
                 raise
             meta = None      # unreadable: overwrite=true replaces it like any other dataset
+        if meta is not None and isinstance(meta.get("config"), dict) and "storage" not in meta["config"]:
+            meta["config"] = {**meta["config"], "storage": "files"}   # minted before storage existed
         if meta is not None and meta.get("config") == recorded:
             return meta
         if not overwrite:
@@ -292,6 +296,7 @@ def mint_stage(client, root: Path, config, stage, stage_config, shards: PendingS
 
     def submit(shard) -> None:
         future = client.submit(mint_shard_reporting, stage.NAME, stage_config, str(root), config.seed, shard,
+                               config.storage,
                                retries=config.cluster.retries, pure=False,
                                key=f"{stage.NAME}-{shard.name}-{time.time_ns()}")
         in_flight[future] = shard

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from pipeline.errors import DISK_FULL_ERRNOS, ConfigError, DiskFull, ManifestError, disk_full_sentence
 from pipeline.manifest import (FILE_TYPE, PAIRS_SCHEMA, first_line, load_dataset_json, manifest_dir, read_manifest,
-                               sha256_file, shard_state, write_bytes_atomic)
+                               sha256_file, shard_state, split_stored, tar_member_digests, write_bytes_atomic)
 from pipeline.sharding import plan_shards
 from pipeline.stages import StageContext, load_stages
 
@@ -140,6 +140,23 @@ def _check_stage(root: Path, meta: dict, stage, report: Report, workers: int) ->
             if truth is not None:
                 checks.append((f"sample {sid}", truth, None))
 
+    report.problems.extend(_check_files(root, checks, workers))
+    report.lines.append(f"{stage.NAME}: {table.num_rows} samples ({dropped} dropped), {len(checks)} files "
+                        "and their sha256 checked")
+    return set(ids)
+
+
+def _check_files(root: Path, checks: list[tuple[str, str, str | None]], workers: int) -> list[str]:
+    """Problems of (owner, path, sha256 or None) items: missing or changed files. Tar members
+    (`<tar>#<member>`, storage=tar) are checked one tar at a time, each read once."""
+    plain, by_tar = [], {}
+    for item in checks:
+        container, member = split_stored(item[1])
+        if member is None:
+            plain.append(item)
+        else:
+            by_tar.setdefault(container, []).append((item, member))
+
     def check(item) -> str | None:
         owner, path, sha = item
         file = root / path
@@ -149,11 +166,25 @@ def _check_stage(root: Path, meta: dict, stage, report: Report, workers: int) ->
             return f"{owner}: sha256 of {path} differs from the manifest (file changed or corrupt)"
         return None
 
+    def check_tar(container: str) -> list[str]:
+        try:
+            digests = tar_member_digests(root / container)
+        except OSError as e:
+            return [f"{container} cannot be read ({e.strerror or first_line(e)}), so none of its "
+                    f"{len(by_tar[container])} members could be checked"]
+        problems = []
+        for (owner, path, sha), member in by_tar[container]:
+            if member not in digests:
+                problems.append(f"{owner}: {path} does not exist")
+            elif sha is not None and digests[member][0] != sha:
+                problems.append(f"{owner}: sha256 of {path} differs from the manifest (member changed or corrupt)")
+        return problems
+
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        report.problems.extend(p for p in pool.map(check, checks, chunksize=64) if p)
-    report.lines.append(f"{stage.NAME}: {table.num_rows} samples ({dropped} dropped), {len(checks)} files "
-                        "and their sha256 checked")
-    return set(ids)
+        problems = [p for p in pool.map(check, plain, chunksize=64) if p]
+        for found in pool.map(check_tar, sorted(by_tar)):
+            problems.extend(found)
+    return problems
 
 
 def _check_pairs(root: Path, meta: dict, ids: set[str], report: Report) -> None:

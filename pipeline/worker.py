@@ -12,6 +12,7 @@ from pipeline.manifest import (part_path, remove_temporaries, rows_to_table, sta
 from pipeline.sharding import Shard
 from pipeline.stages import StageContext, load_stages, stage_device
 from pipeline.stages.base import assign_files, relative_sample_dir
+from pipeline.storage import open_storage
 
 ERROR_LOG_DIR = ".biomint-errors"   # tracebacks of failed shards (hidden: not part of the dataset)
 
@@ -65,21 +66,34 @@ def warm_up(stage_names: list[str]) -> None:
         getattr(stages[name], "warm_up", lambda: None)()
 
 
-def mint_shard(stage_name: str, config, root: str, seed: int, shard: Shard) -> dict:
+def mint_shard(stage_name: str, config, root: str, seed: int, shard: Shard, storage: str = "files") -> dict:
     """Write the files, the Parquet part and the stats of one shard; return the stats.
+    `storage` names where the files go (pipeline.storage.STORAGES: files, tar).
 
     Raises if the stage made a different number of rows than the config asks for, so that
     the shard is retried and, failing again, the run reports it.
     """
-    return _mint_shard(stage_name, config, root, seed, shard, StageContext(root=Path(root), seed=seed))
+    return _mint_shard(stage_name, config, root, seed, shard, _context(root, seed, stage_name, shard, storage))
+
+
+def _context(root: str, seed: int, stage_name: str, shard: Shard, storage: str) -> StageContext:
+    return StageContext(root=Path(root), seed=seed, storage=open_storage(storage, Path(root), stage_name, shard.name))
 
 
 def _mint_shard(stage_name: str, config, root: str, seed: int, shard: Shard, context: StageContext) -> dict:
+    try:
+        return _mint_shard_files(stage_name, config, root, shard, context)
+    finally:
+        context.storage.discard()       # a spool of a shard that failed
+
+
+def _mint_shard_files(stage_name: str, config, root: str, shard: Shard, context: StageContext) -> dict:
     stage = load_stages()[stage_name]
     root_path = Path(root)
     context.device = resolve_device(stage_device(config))
     single_thread_torch()
     _remove_leftovers(root_path, stage, shard)
+    context.storage.remove_leftovers()
     start, cpu_start = time.perf_counter(), time.process_time()
     rows = stage.run_shard(shard, config, context)
     expected = stage.expected_rows(config, shard.start, shard.stop)
@@ -87,7 +101,7 @@ def _mint_shard(stage_name: str, config, root: str, seed: int, shard: Shard, con
         raise RuntimeError(f"{stage_name} {shard.describe()} made {len(rows)} rows and dropped "
                            f"{len(context.dropped)}, but the config asks for {expected}")
     check_params(stage, rows)
-    shared = assign_files(rows, context.written)
+    shared = context.storage.finish(rows, assign_files(rows, context.written), stage.PARAMS_TYPE)
     write_table_atomic(part_path(root_path, stage_name, shard.name), rows_to_table(rows, stage.PARAMS_TYPE))
     stats = {"stage": stage_name, "shard": shard.index, "subjects": [shard.start, shard.stop],
              "rows": len(rows), "dropped": context.dropped, "seconds": round(time.perf_counter() - start, 4),
@@ -98,11 +112,12 @@ def _mint_shard(stage_name: str, config, root: str, seed: int, shard: Shard, con
     return stats
 
 
-def mint_shard_reporting(stage_name: str, config, root: str, seed: int, shard: Shard) -> dict:
+def mint_shard_reporting(stage_name: str, config, root: str, seed: int, shard: Shard,
+                         storage: str = "files") -> dict:
     """mint_shard, with a failure returned instead of raised: {"failed": "disk_full" | "error",
     "message": one line, "log": file with the traceback}. The client then retries or stops
     and reports each failure once, instead of Dask logging every attempt's traceback."""
-    context = StageContext(root=Path(root), seed=seed)
+    context = _context(root, seed, stage_name, shard, storage)
     try:
         return _mint_shard(stage_name, config, root, seed, shard, context)
     except Exception as e:  # every failure of a shard is reported to the client, none is lost

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import ConfigError
-from pipeline.manifest import sha256_bytes, write_bytes_atomic
+from pipeline.manifest import sha256_bytes
+from pipeline.storage import FilesStorage
 
 
 @dataclass
@@ -21,17 +22,29 @@ class StageContext:
     device: str = "cpu"            # resolved torch device of this worker ("cpu", "cuda:0")
     dropped: list[dict] = field(default_factory=list)
     written: list[dict] = field(default_factory=list)   # every file written: path, sha256, bytes
+    storage: object = None         # where the files go (pipeline.storage.STORAGES); None: files
+
+    def __post_init__(self) -> None:
+        if self.storage is None:
+            self.storage = FilesStorage(self.root)
 
     def record_dropped(self, sample_id: str, reason: str) -> None:
         self.dropped.append({"sample_id": sample_id, "reason": reason})
 
     def write(self, relative_path: str, data: bytes) -> str:
         """Write a file of the dataset atomically; returns its sha256. Every file a stage
-        writes goes through here, so that the manifest lists it with its hash and size."""
-        write_bytes_atomic(self.root / relative_path, data)
+        writes goes through here, so that the manifest lists it with its hash and size.
+        `relative_path` is the file's place in the files layout (images/..., truth/...); with
+        storage=tar the file becomes a member of the shard's tar (see `location`)."""
+        self.storage.write(relative_path, data)
         sha = sha256_bytes(data)
         self.written.append({"path": relative_path, "sha256": sha, "bytes": len(data)})
         return sha
+
+    def location(self, relative_path: str) -> str:
+        """Where a sample's file written as `relative_path` is read from once the shard is
+        done: the same path, or `<tar>#<member>` with storage=tar (for truth that names a file)."""
+        return self.storage.location(relative_path)
 
 
 def assign_files(rows: list[dict], written: list[dict]) -> list[dict]:

@@ -379,7 +379,7 @@ def _write(context: StageContext, c: Config, t: _Tools, subject: int, k: int, se
     truth_path = f"{truth_dir}/{sid}.json"
     truth = {"landmarks_5": np.asarray(m.landmarks, float).round(3).tolist(),
              "landmark_order": ["left_eye", "right_eye", "nose", "left_mouth", "right_mouth"],
-             "aligned_112": aligned_path, "similarity_to_anchor": m.similarity,
+             "aligned_112": context.location(aligned_path), "similarity_to_anchor": m.similarity,
              "identity_latents": f"{truth_dir}/identity.npz"}
     if k == 0:  # the identity itself: z, truncated ws [num_ws, w_dim], anchor embedding
         buffer = io.BytesIO()
