@@ -200,3 +200,17 @@ def test_bytes_do_not_depend_on_the_number_of_threads():
         torch.set_num_threads(threads)
         cv2.setNumThreads(cv_threads)
     assert outputs[0] == outputs[1]
+
+
+def test_points_riding_along_in_the_minutiae_solve_land_where_their_own_solve_puts_them():
+    geo = ImpressionGeometry(canvas_cx=200.0, canvas_cy=250.0, finger_x=300.0, finger_y=310.0, rotation=0.3,
+                             contact_x=290.0, contact_y=300.0, core_radius=60.0, transition=90.0,
+                             distortion_rotation=0.12, distortion_dx=14.0, distortion_dy=-9.0)
+    rng = np.random.default_rng(3)
+    mx, my, angle = rng.uniform(100, 500, 40), rng.uniform(100, 500, 40), rng.uniform(0, 2 * np.pi, 40)
+    points = rng.uniform(150, 450, (3, 2))
+    x, y, a, mapped = geo.pose_to_canvas(mx, my, angle, points=points)
+    alone = geo.pose_to_canvas(mx, my, angle)
+    px, py = geo.to_canvas(points[:, 0], points[:, 1])
+    assert np.array_equal(x, alone[0]) and np.array_equal(y, alone[1]) and np.array_equal(a, alone[2])
+    assert np.array_equal(mapped, np.stack([px, py], 1))

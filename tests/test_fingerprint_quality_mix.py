@@ -200,6 +200,46 @@ def test_calibration_mismatch_names_what_differs(shipped_is):
     assert "generator source 000000000000" in qm.calibration_mismatch(settings, stale)
 
 
+def test_a_new_source_that_draws_the_same_prints_keeps_the_calibration(shipped_is):
+    from generators.fingerprint.output_fingerprint import output_hash
+
+    settings = FingerprintSettings(quality_mix=(0, 0, 1, 0, 0))
+    moved = {**synthetic_entry(), "generator_source": "000000000000", "generator_output": output_hash(settings),
+             "settings_hash": qm.settings_hash(settings), "settings": qm.calibrated_settings(settings)}
+    assert qm.calibration_mismatch(settings, calibration_of(moved)) is None
+    redrawn = calibration_of({**moved, "generator_output": "0" * 16})
+    msg = qm.calibration_mismatch(settings, redrawn)
+    assert "generator source 000000000000" in msg and "draws other reference prints" in msg
+    # other settings are named as such, the reference prints are not drawn for them
+    small = FingerprintSettings(quality_mix=(0, 0, 1, 0, 0), width=160, height=192)
+    assert "other settings (height, width)" in qm.calibration_mismatch(small, calibration_of(moved))
+
+
+def test_the_reference_prints_hash_follows_what_is_drawn():
+    from generators.fingerprint.output_fingerprint import output_hash
+
+    optical = FingerprintSettings(sensor="optical")
+    assert output_hash.__wrapped__(optical) == output_hash(optical)          # drawn again: same bytes
+    assert output_hash(FingerprintSettings(sensor="ink")) != output_hash(optical)
+    # neither the wanted mix nor the difficulty enters: the reference prints set their own
+    assert output_hash(FingerprintSettings(quality_mix=(0, 1, 0, 0, 0), difficulty=0.9)) == output_hash(optical)
+
+
+def test_the_shipped_calibration_was_measured_on_this_generator():
+    """Every entry matches the running generator: its source, or the prints it draws. A change
+    to the rendering that moves a byte fails here until `make calibrate-quality` is rerun."""
+    import dataclasses
+
+    from generators.fingerprint.profiles import PROFILES
+    from generators.fingerprint.sensors import SENSORS
+
+    for profile in PROFILES:
+        for sensor in SENSORS:
+            settings = dataclasses.replace(FingerprintSettings(quality_mix=(0, 0, 1, 0, 0)), profile=profile,
+                                           sensor=sensor)
+            assert qm.calibration_mismatch(settings) is None, (profile, sensor)
+
+
 def test_shipped_calibration_covers_every_profile_and_sensor():
     from generators.fingerprint.profiles import PROFILES
     from generators.fingerprint.sensors import SENSORS

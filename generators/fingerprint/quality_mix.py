@@ -14,8 +14,11 @@ difficulty from weights w over the grid gives an expected mix F^T w, so the weig
 do not depend on how the solver happens to walk a flat valley of equally good mixes).
 
 The calibration is only valid for the generator that made it: each entry records a hash of
-the generator's rendering source and of the settings that shape a plain impression.
-`calibration_mismatch` says when they differ from the running generator's; recalibrate then.
+the generator's rendering source, a hash of what it draws (output_fingerprint.py: a few
+reference prints) and a hash of the settings that shape a plain impression.
+`calibration_mismatch` says when the settings differ, or when the source differs and so do
+the reference prints (a change that draws the same bytes keeps the calibration); recalibrate
+then.
 
 Pure: numpy and the standard library only (CONVENTIONS §1).
 """
@@ -46,7 +49,7 @@ _NOT_CALIBRATED = ("difficulty", "quality_mix", "profile", "sensor", "rolled_wid
                    "slap_height")
 # Sources that do not render anything (the package's re-exports, this module; profiles enter
 # each entry's settings hash instead): editing them must not invalidate the calibration.
-_NOT_RENDERING = ("quality_mix.py", "profiles.py", "__init__.py")
+_NOT_RENDERING = ("quality_mix.py", "profiles.py", "__init__.py", "output_fingerprint.py")
 
 
 def _code_of(source: str) -> str:
@@ -245,13 +248,23 @@ def calibration_mismatch(settings: FingerprintSettings, calibration: dict | None
         return None
     entry = calibration_for(settings.profile, settings.sensor, calibration)
     why = []
-    if entry.get("generator_source") != rendering_source_hash():
-        why.append(f"generator source {entry.get('generator_source')} (this one is {rendering_source_hash()})")
-    if entry.get("settings_hash") != settings_hash(settings):
+    same_settings = entry.get("settings_hash") == settings_hash(settings)
+    if not same_settings:
         made = entry.get("settings", {})
         now = calibrated_settings(settings)
         diff = sorted(k for k in set(made) | set(now) if made.get(k) != now.get(k))
         why.append(f"other settings ({', '.join(diff) or 'hash differs'})")
+    if entry.get("generator_source") != rendering_source_hash():
+        # another source may still draw the same bytes (a refactor, a faster path): then the
+        # calibration, which measured those bytes, holds. With other settings the reference
+        # prints would differ anyway, so they are only drawn when the settings match.
+        same_output = False
+        if same_settings and entry.get("generator_output"):
+            from .output_fingerprint import output_hash
+            same_output = output_hash(settings) == entry["generator_output"]
+        if not same_output:
+            why.append(f"generator source {entry.get('generator_source')} (this one, {rendering_source_hash()}, "
+                       "draws other reference prints)")
     if not why:
         return None
     return (f"the quality_mix calibration for {entry_key(settings.profile, settings.sensor)} was made with "

@@ -25,8 +25,8 @@ import cv2
 import numpy as np
 
 from .distortion import invert_map, plastic_distortion, pose_to_canvas
-from .impression import (ORIENTATION_BLOCK, Impression, _coarse_map, _minutiae_to_canvas, _orientation_blocks,
-                         _points_to_canvas, _skin_conditions, ink_layer)
+from .impression import (ORIENTATION_BLOCK, Impression, _coarse_map, _orientation_blocks, _skin_conditions,
+                         _truth_to_canvas, ink_layer)
 from .master import MasterPrint
 from .profiles import profile_named
 from .sensors import sensor_image
@@ -86,8 +86,8 @@ class RollGeometry:
     def to_canvas(self, vx: np.ndarray, vy: np.ndarray, iterations: int = 6) -> tuple[np.ndarray, np.ndarray]:
         return invert_map(self.to_master, self._unwrap_to_canvas, vx, vy, iterations)
 
-    def pose_to_canvas(self, mx, my, angle, step: float = 4.0):
-        return pose_to_canvas(self.to_canvas, mx, my, angle, step)
+    def pose_to_canvas(self, mx, my, angle, step: float = 4.0, points=None):
+        return pose_to_canvas(self.to_canvas, mx, my, angle, step, points)
 
     def stretch(self, a: np.ndarray) -> np.ndarray:
         """Horizontal stretch du/da of the unwrap at master offset a from the axis."""
@@ -190,9 +190,8 @@ def make_rolled_impression(master: MasterPrint, settings: FingerprintSettings, r
     image = sensor_image(rendering, layer.ink, layer.touch, layer.shade, cond, rng, settings.difficulty)
 
     contact = layer.touch > 0.5
-    minutiae = _minutiae_to_canvas(master, geo, contact)
+    minutiae, sing = _truth_to_canvas(master, geo, contact)
     orientation = _orientation_blocks(master, coarse_x, coarse_y, h, w)
-    sing = {name: _points_to_canvas(pts, geo, h, w) for name, pts in (("cores", master.cores), ("deltas", master.deltas))}
     ys, xs = np.nonzero(contact)
     box = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) if len(xs) else (0, 0, 0, 0)
     params = {

@@ -63,14 +63,15 @@ def draw_skin_features(rng: np.random.Generator, ridges: np.ndarray, mask: np.nd
     hm, wm = ridges.shape
     # pores: sparse points on ridge crests (the field saturates at +1 inside a ridge, so its
     # blurred value peaks on the crest: above 0.4 is the middle third of a ridge), ~one per 1.2 periods of ridge length
-    crest = cv2.GaussianBlur(ridges, (0, 0), 0.2 * period) > 0.4
+    blurred = cv2.GaussianBlur(ridges, (0, 0), 0.2 * period)     # crests and valley centres
+    crest = blurred > 0.4
     density = 1.0 / (1.2 * period * 0.35 * period)
     seeds = (rng.random((hm, wm), dtype=np.float32) < density) & crest & (mask > 0.5)
     pores = cv2.GaussianBlur(seeds.astype(np.float32), (0, 0), 0.75) * (2.0 * np.pi * 0.75 ** 2)
     pores = np.clip(pores * rng.uniform(0.7, 1.0), 0.0, 1.0)
 
     # incipient ridges: thin lines along valley centres, in a few patches of the finger
-    valley_centre = cv2.GaussianBlur(ridges, (0, 0), 0.2 * period) < -0.62
+    valley_centre = blurred < -0.62
     patches = smooth_noise(rng, hm, wm, cell=90.0) > rng.uniform(0.9, 1.6)
     incipient = (valley_centre & patches & (mask > 0.5)).astype(np.float32)
     incipient = cv2.GaussianBlur(incipient, (0, 0), 0.6) * rng.uniform(0.35, 0.6)

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from .distortion import ImpressionGeometry
-from .impression import EDGE_MARGIN, ORIENTATION_BLOCK, _contact_ellipse, _minutiae_to_canvas, _points_to_canvas, _skin_conditions, plain_ink
+from .impression import EDGE_MARGIN, ORIENTATION_BLOCK, _contact_ellipse, _skin_conditions, _truth_to_canvas, plain_ink
 from .master import MasterPrint
 from .profiles import profile_named
 from .sensors import sensor_image
@@ -181,16 +181,15 @@ def _segment(finger: int, master: MasterPrint, geo: ImpressionGeometry, layer, x
     by0 = int(np.clip(ys.min() + y0 - SEGMENT_MARGIN, 0, H)) if len(xs) else 0
     bx1 = int(np.clip(xs.max() + 1 + x0 + SEGMENT_MARGIN, 0, W)) if len(xs) else 0
     by1 = int(np.clip(ys.max() + 1 + y0 + SEGMENT_MARGIN, 0, H)) if len(xs) else 0
-    m = _minutiae_to_canvas(master, geo, contact)
+    m, on_tile = _truth_to_canvas(master, geo, contact)
     if len(m):
         m = m.copy()
         m[:, 0] += x0
         m[:, 1] += y0
         on = (m[:, 0] >= EDGE_MARGIN) & (m[:, 0] < W - EDGE_MARGIN) & (m[:, 1] >= EDGE_MARGIN) & (m[:, 1] < H - EDGE_MARGIN)
         m = m[on]
-    sing = {name: [(x + x0, y + y0) for x, y in _points_to_canvas(pts, geo, th, tw)
-                   if 0 <= x + x0 < W and 0 <= y + y0 < H]
-            for name, pts in (("cores", master.cores), ("deltas", master.deltas))}
+    sing = {name: [(x + x0, y + y0) for x, y in pts if 0 <= x + x0 < W and 0 <= y + y0 < H]
+            for name, pts in on_tile.items()}
     # how much of the finger's ink falls inside its box (the acceptance asks >= 95 %)
     total = float(layer.ink.sum())
     ty0, ty1 = max(by0 - y0, 0), max(by1 - y0, 0)

@@ -2,7 +2,9 @@
 
 Run:  .venv/bin/python -m pytest -m bench tests/bench/bench_fingerprint.py -s
 Writes tests/bench/results/fingerprint.json and tests/bench/results/fingerprint_contact_sheet.png.
-CPU figures are per core: torch and OpenCV are limited to one thread.
+CPU figures are per core: torch and OpenCV are limited to one thread. The headline,
+`impressions_per_s_per_core_all_in`, divides by CPU seconds (a master shared by 8
+impressions); the wall-clock rates beside it also count time other processes take.
 """
 from __future__ import annotations
 
@@ -29,38 +31,50 @@ def _rng(*key: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(entropy=12345, spawn_key=key))
 
 
+TARGET_PER_CORE = 30.0   # impressions/s per core, all in ("As hard as real prints" acceptance)
+
+
+def _timed(fn, *args):
+    """fn(*args) with its wall and CPU seconds. CPU seconds are the per-core cost: on a shared
+    VM the wall clock also counts the time other processes take from this core."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = fn(*args)
+    return out, time.perf_counter() - wall, time.process_time() - cpu
+
+
 def _cpu_throughput(settings: FingerprintSettings, n_fingers: int) -> dict:
-    """Mean rates, and rates from the fastest call of each kind: on a shared machine the mean
-    includes time stolen by other processes, the minimum estimates one uncontended core."""
+    """Mean rates by the wall clock and by CPU time, and rates from the fastest call of each
+    kind (the minimum estimates one uncontended core)."""
     make_impression(make_master(settings, 1, _rng(0, 0)), settings, _rng(0, 1))   # warm-up
-    t_master, t_imp = [], []
+    t_master, t_imp, c_master, c_imp = [], [], [], []
     for f in range(n_fingers):
-        t = time.perf_counter()
-        master = make_master(settings, 1 + f % 10, _rng(1, f))
-        t_master.append(time.perf_counter() - t)
+        master, wall, cpu = _timed(make_master, settings, 1 + f % 10, _rng(1, f))
+        t_master.append(wall)
+        c_master.append(cpu)
         for k in range(K):
-            t = time.perf_counter()
-            make_impression(master, settings, _rng(2, f, k))
-            t_imp.append(time.perf_counter() - t)
+            _, wall, cpu = _timed(make_impression, master, settings, _rng(2, f, k))
+            t_imp.append(wall)
+            c_imp.append(cpu)
     t_rolled, t_slap = [], []
     masters = {1 + f % 10: make_master(settings, 1 + f % 10, _rng(1, f)) for f in range(4)}
     for f, master in enumerate(masters.values()):
         for r in range(3):
-            t = time.perf_counter()
-            make_rolled_impression(master, settings, _rng(9, f, r))
-            t_rolled.append(time.perf_counter() - t)
+            t_rolled.append(_timed(make_rolled_impression, master, settings, _rng(9, f, r))[1])
     for q in range(3):
-        t = time.perf_counter()
-        make_slap(masters, 13, settings, _rng(10, q))
-        t_slap.append(time.perf_counter() - t)
+        t_slap.append(_timed(make_slap, masters, 13, settings, _rng(10, q))[1])
     mean_m, mean_i = float(np.mean(t_master)), float(np.mean(t_imp))
+    cpu_m, cpu_i = float(np.mean(c_master)), float(np.mean(c_imp))
     min_m, min_i = float(np.min(t_master)), float(np.min(t_imp))
+    per_core = K / (cpu_m + K * cpu_i)
     return {
         "fingers": n_fingers, "impressions_per_finger": K,
         "ms_per_master": 1000 * mean_m, "ms_per_impression": 1000 * mean_i,
         "masters_per_s": 1.0 / mean_m,
         "impressions_only_per_s": 1.0 / mean_i,
         "impressions_per_s_all_in": K / (mean_m + K * mean_i),
+        "cpu_ms_per_master": 1000 * cpu_m, "cpu_ms_per_impression": 1000 * cpu_i,
+        "impressions_per_s_per_core_all_in": per_core,
+        "target_per_core": TARGET_PER_CORE, "meets_target": bool(per_core >= TARGET_PER_CORE),
         "ms_per_master_fastest": 1000 * min_m, "ms_per_impression_fastest": 1000 * min_i,
         "impressions_per_s_all_in_fastest": K / (min_m + K * min_i),
         "ms_per_rolled": 1000 * float(np.mean(t_rolled)), "rolled_per_s": 1.0 / float(np.mean(t_rolled)),
@@ -109,7 +123,7 @@ def test_fingerprint_throughput_and_contact_sheet():
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     try:
-        result = {"cpu_one_core": _cpu_throughput(settings, n_fingers=6),
+        result = {"cpu_one_core": _cpu_throughput(settings, n_fingers=12),
                   "canvas": [settings.width, settings.height]}
         if torch.cuda.is_available():
             result["cuda"] = _cuda_throughput(settings, batch=32)
@@ -120,4 +134,4 @@ def test_fingerprint_throughput_and_contact_sheet():
         cv2.setNumThreads(cv_threads)
     (RESULTS / "fingerprint.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
-    assert result["cpu_one_core"]["impressions_per_s_all_in"] > 0
+    assert result["cpu_one_core"]["impressions_per_s_per_core_all_in"] > 0

@@ -72,6 +72,7 @@ def test_quality_calibration():
     from evaluation.settings import bin_labels, quality_bin
     from generators.fingerprint import FingerprintSettings, make_impression, make_master
     from generators.fingerprint import quality_mix as qm
+    from generators.fingerprint.output_fingerprint import output_hash
     from generators.fingerprint.profiles import PROFILES
     from generators.fingerprint.sensors import SENSORS
     from pipeline.stages.fingerprint import current_generator_version
@@ -129,7 +130,7 @@ def test_quality_calibration():
         per_point = [seconds[(c, g)] + master_seconds[g] / len(combos) for g in range(len(grid))]
         entries[qm.entry_key(*c)] = {
             "profile": c[0], "sensor": c[1], "fingers_per_point": n_fingers, "seed": CALIBRATION_SEED,
-            "generator_source": source, "generator_version": version,
+            "generator_source": source, "generator_version": version, "generator_output": output_hash(settings),
             "settings_hash": qm.settings_hash(settings), "settings": qm.calibrated_settings(settings),
             "points": points}
         timing[qm.entry_key(*c)] = {"seconds_per_grid_point": [round(v, 2) for v in per_point],
