@@ -186,6 +186,18 @@ def test_evaluate_scores_a_tar_dataset_as_the_same_files_dataset(tar_root, files
     assert scores["tar"] == scores["files"]
 
 
+def test_ansi_nist_export_of_a_tar_dataset_is_byte_identical_to_the_files_one(tar_root, files_root, tmp_path):
+    import datetime as dt
+
+    from pipeline.export import export_ansi_nist
+
+    when = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    for name, root in (("tar", tar_root), ("files", files_root)):
+        export_ansi_nist(root, out_dir=tmp_path / name, progress=False, when=when)
+    exported = {name: {p.name: p.read_bytes() for p in sorted((tmp_path / name).glob("*.an2"))} for name in ("tar", "files")}
+    assert exported["tar"] and exported["tar"] == exported["files"]
+
+
 def _flip_member_byte(root: Path, path: str) -> None:
     tar, member = split_stored(path)
     with tarfile.open(root / tar) as t:
@@ -293,3 +305,37 @@ def test_a_root_minted_with_tar_refuses_storage_files_without_overwrite(tar_root
     shutil.copytree(tar_root, root)
     with pytest.raises(ConfigError, match=r"storage: 'tar' → 'files'"):
         mint(root)
+
+
+# --- faces: a stage with its own .json truth and files of no one sample ----------------------
+
+from test_face_stage import tiny_face_config  # noqa: E402,F401  (the fixture: a tiny random network)
+
+
+def test_a_face_shard_in_a_tar_keeps_its_truth_json_beside_the_manifest_row(tmp_path, tiny_face_config):
+    import webdataset as wds
+
+    from pipeline.manifest import read_stored
+    from pipeline.sharding import Shard
+    from pipeline.worker import mint_shard
+
+    root = tmp_path / "faces"
+    stats = mint_shard("face", tiny_face_config, str(root), 7, Shard(0, 0, 3), "tar")
+    face_rows = ds.dataset(root / "manifest" / "face", format="parquet").to_table().to_pylist()
+    shard_files = [f["path"] for f in stats["files"]]
+    assert shard_files[-1] == "shards/face/part-00000.tar"
+    assert {"truth/face/00000000/identity.npz", "truth/face/_gate/part-00000.json"} <= set(shard_files)
+    for path in shard_files[:-1]:                        # files of no one sample stay plain files
+        assert (root / path).is_file()
+    by_key = {s["__key__"]: s for s in wds.WebDataset([str(root / shard_files[-1])], shardshuffle=False)}
+    assert set(by_key) == {r["sample_id"] for r in face_rows}
+    for row in face_rows:
+        sample = by_key[row["sample_id"]]
+        assert {"png", "aligned112.png", "truth.json", "json"} <= set(sample)
+        assert sha(sample["png"]) == row["sha256"]
+        assert row["truth_path"].endswith(f"#{row['sample_id']}.truth.json")
+        truth = json.loads(read_stored(root / row["truth_path"]))
+        assert truth["aligned_112"] == row["params"]["aligned_path"] == \
+            f"shards/face/part-00000.tar#{row['sample_id']}.aligned112.png"
+        assert read_stored(root / truth["aligned_112"]) == sample["aligned112.png"]
+        assert json.loads(sample["json"])["params"]["aligned_path"] == truth["aligned_112"]
