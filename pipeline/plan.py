@@ -20,6 +20,10 @@ from pipeline.sharding import Shard, plan_shards
 
 MANIFEST_BYTES_PER_ROW = 600    # zstd Parquet of one manifest row with its params (measured: 450-700)
 PAIR_BYTES_PER_ROW = 12         # zstd Parquet of one pair row (ids compress well: measured 8-15)
+# storage=tar: a 512-byte header and on average 256 bytes of padding per member, and each
+# sample's <sample_id>.json (its manifest row: 1.6-1.7 kB measured on fingerprints)
+TAR_BYTES_PER_MEMBER = 768
+TAR_JSON_BYTES = 1700
 
 
 @dataclass(frozen=True)
@@ -32,9 +36,13 @@ class StagePlan:
     bytes_per_sample: float
     cpu_seconds_per_sample: float
     pairs: dict[str, int]          # kind -> about this many pairs (mated + non-mated)
+    storage: str = "files"         # storage=tar: one tar per shard instead of the samples' files
+    shared_files_per_sample: float = 0.0   # files of no one sample (plain files in both storages)
 
     @property
     def files(self) -> int:
+        if self.storage == "tar":                 # the tar and the stats file of each shard
+            return int(round(self.samples * self.shared_files_per_sample)) + 2 * self.shards
         return int(round(self.samples * self.files_per_sample)) + self.shards   # + one stats file per shard
 
     @property
@@ -47,9 +55,9 @@ class StagePlan:
         return self.samples * self.cpu_seconds_per_sample / 3600.0
 
 
-def probe(stage, stage_config, seed: int) -> tuple[float, float, float, list[dict]]:
-    """(files, bytes, CPU seconds) per sample of subject 0, minted in a temporary folder, and
-    its rows (what the pair estimate counts)."""
+def probe(stage, stage_config, seed: int) -> tuple[float, float, float, list[dict], float]:
+    """(files, bytes, CPU seconds) per sample of subject 0, minted in a temporary folder, its
+    rows (what the pair estimate counts), and files of no one sample per sample."""
     from pipeline.stages import StageContext, stage_device
     from pipeline.stages.base import assign_files
     from pipeline.worker import resolve_device, single_thread_torch
@@ -66,7 +74,7 @@ def probe(stage, stage_config, seed: int) -> tuple[float, float, float, list[dic
     kept = max(1, len(rows))
     files = sum(len(r["files"]) for r in rows) / kept + len(shared) / made
     size = sum(e["bytes"] for e in context.written) / kept
-    return files, size, cpu / made, rows
+    return files, size, cpu / made, rows, len(shared) / made
 
 
 def _one_finger(config):
@@ -109,14 +117,16 @@ def plan_run(config, stages: list[tuple], workers: int) -> list[StagePlan]:
     out = []
     for stage, stage_config in stages:
         subjects = stage.subject_count(stage_config)
-        files, size, cpu, own = probes[stage.NAME]
+        files, size, cpu, own, shared = probes[stage.NAME]
+        if config.storage == "tar":
+            size += (files - shared) * TAR_BYTES_PER_MEMBER + TAR_JSON_BYTES + TAR_BYTES_PER_MEMBER
         samples = stage.expected_rows(stage_config, 0, subjects)
         per_identity = len(own) / max(1, len({(r["subject_id"], r.get("finger_position")) for r in own}))
         identities = int(round(samples / max(per_identity, 1e-9)))
         kinds = (stage.pair_kinds(stage_config) if hasattr(stage, "pair_kinds") else [(stage.PAIR_KIND, None, None)])
         out.append(StagePlan(stage.NAME, subjects, samples,
                              len(plan_shards(subjects, config.dataset.shard_size)), files, size, cpu,
-                             pair_estimate(kinds, rows, identities, config.pairs)))
+                             pair_estimate(kinds, rows, identities, config.pairs), config.storage, shared))
     return out
 
 

@@ -339,3 +339,19 @@ def test_a_face_shard_in_a_tar_keeps_its_truth_json_beside_the_manifest_row(tmp_
             f"shards/face/part-00000.tar#{row['sample_id']}.aligned112.png"
         assert read_stored(root / truth["aligned_112"]) == sample["aligned112.png"]
         assert json.loads(sample["json"])["params"]["aligned_path"] == truth["aligned_112"]
+
+
+def test_plan_counts_one_tar_and_one_stats_file_per_shard(tar_root, tmp_path):
+    import re
+
+    planned = run_biomint("plan", *TINY, *LATENTS, "storage=tar", f"output_dir={tmp_path / 'never'}")
+    assert planned.returncode == 0, planned.stderr
+    for stage in STAGES:
+        line = next(x for x in planned.stdout.splitlines() if x.strip().startswith(f"{stage}:"))
+        files = int(re.search(r"([\d,]+) files", line).group(1).replace(",", ""))
+        size = float(re.search(r"files, ([\d.,]+) kB on disk", line).group(1).replace(",", ""))
+        on_disk = list((tar_root / "shards" / stage).glob("*.tar")) + \
+            list((tar_root / "manifest" / stage / "_stats").glob("*.json"))
+        assert files == len(on_disk)
+        written = sum(p.stat().st_size for p in on_disk) / 1000
+        assert 0.6 * written < size < 1.5 * written, (stage, size, written)
