@@ -39,6 +39,8 @@ A stage is a module with this shape (see pipeline/stages/fingerprint.py, the fir
 Every file a stage writes goes through `context.write(relative_path, data)`: the manifest then
 lists it, with its sha256 and size, in the `files` of the sample whose id starts its name (or in
 the shard's stats when it belongs to no one sample), and validate, resume and repair check it.
+With storage=tar a sample's files become members of the shard's tar and the worker points the
+rows' paths at them; truth that names another file writes `context.location(path)`.
 
 `context` is a StageContext. A stage that gives up on a sample on purpose (e.g. a face whose
 identity similarity stays under the floor) calls `context.record_dropped(sample_id, reason)`;
