@@ -72,3 +72,45 @@ def test_a_dataset_with_a_stylegan3_checkpoint_runs_end_to_end_and_validates(tmp
     # the stage drew StyleGAN3 faces and judged them: at least one candidate per identity
     assert sum(g["candidates"] for g in gates) >= 2
     assert run_biomint("validate", str(root)).returncode == 0
+
+
+def test_a_conditional_checkpoint_draws_the_chosen_class_and_refuses_a_missing_one(tmp_path, monkeypatch):
+    """sg3r is conditional (c_dim=4): the stage needs face.class_index, passes it as the
+    one-hot label NVIDIA's conditional models were trained with, and each class is another
+    face; an unconditional checkpoint refuses a class."""
+    from pipeline.errors import ConfigError
+
+    monkeypatch.setattr(stage, "_embedder", lambda *a: PixelEmbedder())
+    base = {"checkpoint": str(FIXTURES / "sg3r.pkl"), "identities": 2, "images_per_identity": 2,
+            "gate_threshold": 0.99, "similarity_floor": 0.0, "max_retries": 1, "device": "cpu"}
+    with pytest.raises(ConfigError, match=r"conditional on 4 classes .* face.class_index=0..3"):
+        stage.check(stage.typed(base))
+    with pytest.raises(ConfigError, match="out of range"):
+        stage.check(stage.typed({**base, "class_index": 4}))
+    with pytest.raises(ConfigError, match="unconditional"):
+        stage.check(stage.typed({**base, "checkpoint": str(FIXTURES / "sg3t.pkl"), "class_index": 1}))
+
+    images = {}
+    for label in (0, 3):
+        config = stage.typed({**base, "class_index": label})
+        stage.check(config)
+        root = tmp_path / f"class{label}"
+        rows = stage.run_shard(Shard(0, 0, 2), config, StageContext(root=root, seed=5, device="cpu"))
+        assert rows, f"class {label} minted nothing"
+        images[label] = {r["sample_id"]: (root / r["path"]).read_bytes() for r in rows}
+        stage._BLOCKS.clear()
+        again = stage.regenerate(rows[-1], config, StageContext(root=root, seed=5, device="cpu"))
+        assert hashlib.sha256(again).hexdigest() == rows[-1]["sha256"]
+    # the same subjects and seeds, another label: other pixels
+    shared = set(images[0]) & set(images[3])
+    assert shared and all(images[0][k] != images[3][k] for k in shared)
+
+    from generators.face import class_vector, load_generator, map_latents
+
+    g = load_generator(FIXTURES / "sg3r.pkl")
+    c = class_vector(g, 2)
+    assert c.tolist() == [0.0, 0.0, 1.0, 0.0]
+    z = np.load(FIXTURES / "sg3r_z.npy")
+    with torch.no_grad():
+        reference = g.mapping(torch.from_numpy(z), torch.from_numpy(np.tile(c, (len(z), 1))), truncation_psi=0.7)
+    assert np.array_equal(map_latents(g, z, 0.7, None, torch.device("cpu"), c), reference.numpy())

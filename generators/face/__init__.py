@@ -20,7 +20,7 @@ _WHERE = {
     "Generator": "generator", "images_to_uint8": "generator", "pick_device": "generator",
     "Generator3": "stylegan3", "read_stylegan3": "stylegan3_checkpoint", "is_stylegan3": "stylegan3_checkpoint",
     "Identity": "identities", "IdentitySettings": "identities", "identity_from_latent": "identities",
-    "map_latents": "identities", "render": "identities", "select_identity": "identities",
+    "map_latents": "identities", "class_vector": "identities", "render": "identities", "select_identity": "identities",
     "GateDecision": "identity_gate", "IdentityGate": "identity_gate", "max_cosine_blockwise": "identity_gate",
     "MatedImage": "mated", "MatedSettings": "mated", "fine_layer_start": "mated", "generate_mated": "mated",
 }
@@ -33,7 +33,7 @@ __all__ = [
     "BoundarySet", "CheckpointError", "EditRange", "FittedBoundary", "GateDecision", "Generator", "Generator3",
     "Identity", "IdentityGate", "IdentitySettings", "MatedImage", "MatedSettings", "apply_edits",
     "checkpoint_sha256", "fine_layer_start", "fit_boundary", "generate_mated", "identity_from_latent",
-    "images_to_uint8", "is_stylegan3", "load_boundaries", "load_generator", "map_latents", "max_cosine_blockwise",
+    "class_vector", "images_to_uint8", "is_stylegan3", "load_boundaries", "load_generator", "map_latents", "max_cosine_blockwise",
     "mix_styles", "pick_device", "project_conditional", "read_stylegan3", "render", "sample_magnitudes",
     "save_boundaries", "save_generator", "select_identity",
 ]

@@ -20,7 +20,7 @@ import torch
 from generators.face.boundaries import BoundarySet, fit_boundary, save_boundaries
 from generators.face.checkpoint import checkpoint_sha256, load_generator
 from generators.face.generator import Generator, pick_device
-from generators.face.identities import map_latents, render
+from generators.face.identities import class_vector, map_latents, render
 from generators.face.identity_gate import FaceEmbedderLike
 from generators.face.labellers import (IMAGE_LABELLERS, LANDMARK_ATTRIBUTES, csv_label_scores,
                                        head_pose_scores)
@@ -40,6 +40,7 @@ class FitSettings:
     attributes: tuple[str, ...] = DEFAULT_ATTRIBUTES
     csv_path: str | None = None                 # user labels for attributes not labelled here
     csv_attributes: tuple[str, ...] = field(default_factory=tuple)
+    class_index: int | None = None              # a conditional generator's class (boundaries are per class)
 
 
 def sample_and_label(generator: Generator, embedder: FaceEmbedderLike, settings: FitSettings,
@@ -51,6 +52,7 @@ def sample_and_label(generator: Generator, embedder: FaceEmbedderLike, settings:
     if unknown:
         raise ValueError(f"no offline labeller for {unknown}; offline: "
                          f"{sorted([*IMAGE_LABELLERS, *LANDMARK_ATTRIBUTES])}; give others in a CSV")
+    c = class_vector(generator, settings.class_index)
     rng = np.random.default_rng(settings.seed)
     n = settings.samples
     ws_all = np.zeros((n, generator.w_dim), np.float32)
@@ -58,7 +60,7 @@ def sample_and_label(generator: Generator, embedder: FaceEmbedderLike, settings:
     for start in range(0, n, settings.batch):
         stop = min(start + settings.batch, n)
         z = rng.standard_normal((stop - start, generator.z_dim)).astype(np.float32)
-        ws = map_latents(generator, z, settings.truncation_psi, None, device)
+        ws = map_latents(generator, z, settings.truncation_psi, None, device, c)
         images = render(generator, ws, device)
         ws_all[start:stop] = ws[:, 0]
         for a, fn in IMAGE_LABELLERS.items():
@@ -122,6 +124,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--embedder", default="sface", help="sface or arcface")
     p.add_argument("--embedder-onnx", default=None, help="ArcFace ONNX path (embedder=arcface)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when present)")
+    p.add_argument("--class-index", type=int, default=None,
+                   help="a conditional checkpoint's class (one-hot label); boundaries hold for that class")
     return p.parse_args(argv)
 
 
@@ -132,7 +136,7 @@ def main(argv: list[str] | None, make_embedder: Callable[[str, str | None], Face
     settings = FitSettings(samples=args.samples, fraction=args.fraction, method=args.method,
                            truncation_psi=args.psi, batch=args.batch, seed=args.seed,
                            attributes=split(args.attributes), csv_path=args.labels_csv,
-                           csv_attributes=split(args.csv_attributes))
+                           csv_attributes=split(args.csv_attributes), class_index=args.class_index)
     boundaries = run_fit(args.checkpoint, args.out, make_embedder(args.embedder, args.embedder_onnx),
                          settings, args.device)
     print(f"face boundaries: {', '.join(sorted(boundaries.normals))} -> {args.out} "

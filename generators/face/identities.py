@@ -26,6 +26,7 @@ class IdentitySettings:
     candidate_batch: int = 1                # candidates per forward pass (1: an anchor re-renders
                                             # bit-exactly from its z alone, see identity_from_latent)
     fp16: bool = True                       # half precision for the checkpoint's fp16 blocks (CUDA)
+    class_index: int | None = None          # a conditional generator's class (one-hot c); None if unconditional
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.truncation_psi <= 1.0:
@@ -48,12 +49,36 @@ class Identity:
     gate: GateDecision
 
 
+def class_vector(generator: Generator, class_index: int | None) -> np.ndarray | None:
+    """The conditioning label c [c_dim] float32 of `class_index` (one-hot, the label format of
+    NVIDIA's conditional training sets), or None for an unconditional generator. ValueError
+    when a conditional generator gets no class, an unconditional one gets one, or the class
+    is out of range."""
+    c_dim = int(getattr(generator, "c_dim", 0))
+    if c_dim == 0:
+        if class_index is not None:
+            raise ValueError(f"class_index={class_index} was given, but this generator is unconditional "
+                             "(c_dim=0); leave it unset")
+        return None
+    if class_index is None:
+        raise ValueError(f"this generator is conditional on {c_dim} classes (c_dim={c_dim}); "
+                         f"choose one with class_index=0..{c_dim - 1}")
+    if not 0 <= int(class_index) < c_dim:
+        raise ValueError(f"class_index={class_index} is out of range for this generator's {c_dim} classes "
+                         f"(0..{c_dim - 1})")
+    c = np.zeros(c_dim, np.float32)
+    c[int(class_index)] = 1.0
+    return c
+
+
 @torch.no_grad()
 def map_latents(generator: Generator, z: np.ndarray, psi: float, cutoff: int | None,
-                device: torch.device) -> np.ndarray:
-    """z [B, z_dim] -> ws [B, num_ws, w_dim] (float32 numpy)."""
+                device: torch.device, c: np.ndarray | None = None) -> np.ndarray:
+    """z [B, z_dim] (and for a conditional generator its label c [c_dim], the same for every
+    row) -> ws [B, num_ws, w_dim] (float32 numpy)."""
     zt = torch.as_tensor(z, dtype=torch.float32, device=device)
-    return generator.mapping(zt, None, truncation_psi=psi, truncation_cutoff=cutoff).cpu().numpy()
+    ct = None if c is None else torch.as_tensor(np.broadcast_to(c, (len(z), len(c))).copy(), device=device)
+    return generator.mapping(zt, ct, truncation_psi=psi, truncation_cutoff=cutoff).cpu().numpy()
 
 
 @torch.no_grad()
@@ -76,11 +101,12 @@ def select_identity(generator: Generator, embedder: FaceEmbedderLike, gate: Iden
     Accepted identities are added to `gate`; rejections are counted there.
     """
     device = torch.device(device)
+    c = class_vector(generator, settings.class_index)
     tried = 0
     while tried < settings.max_candidates:
         n = min(settings.candidate_batch, settings.max_candidates - tried)
         z = rng.standard_normal((n, generator.z_dim)).astype(np.float32)
-        ws = map_latents(generator, z, settings.truncation_psi, settings.truncation_cutoff, device)
+        ws = map_latents(generator, z, settings.truncation_psi, settings.truncation_cutoff, device, c)
         images = render(generator, ws, device, fp16=settings.fp16)
         result: Any = embedder.embed(list(images))
         for i in range(n):
@@ -100,7 +126,7 @@ def identity_from_latent(generator: Generator, embedder: FaceEmbedderLike, z: np
     with candidate_batch=1: the same batch-of-one mapping and synthesis)."""
     device = torch.device(device)
     ws = map_latents(generator, np.asarray(z, np.float32)[None], settings.truncation_psi,
-                     settings.truncation_cutoff, device)
+                     settings.truncation_cutoff, device, class_vector(generator, settings.class_index))
     images = render(generator, ws, device, fp16=settings.fp16)
     result: Any = embedder.embed(list(images))
     if not bool(result.found[0]):

@@ -22,7 +22,7 @@ import torch
 
 from generators.face.editing import EditRange, apply_edits, mix_styles, sample_magnitudes
 from generators.face.generator import Generator
-from generators.face.identities import Identity, map_latents, render
+from generators.face.identities import Identity, class_vector, map_latents, render
 from generators.face.identity_gate import FaceEmbedderLike
 
 
@@ -51,6 +51,7 @@ class MatedSettings:
     truncation_psi: float = 0.7             # for the mixing source's w
     truncation_cutoff: int | None = None
     fp16: bool = True                       # half precision for fp16 blocks (CUDA only)
+    class_index: int | None = None          # a conditional generator's class: the mixing source's too
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.mixing_strength_max <= 1.0:
@@ -99,7 +100,7 @@ def sample_ws(generator: Generator, identity: Identity, plan: _Plan, scale: floa
                      settings.edit_ranges)
     z_mix = np.random.default_rng(plan.mix_seed).standard_normal((1, generator.z_dim))
     ws_mix = map_latents(generator, z_mix.astype(np.float32), settings.truncation_psi,
-                         settings.truncation_cutoff, device)[0]
+                         settings.truncation_cutoff, device, class_vector(generator, settings.class_index))[0]
     first = settings.mixing_from_layer if settings.mixing_from_layer is not None \
         else fine_layer_start(generator)
     return mix_styles(ws, ws_mix, first, plan.strength * scale)

@@ -75,6 +75,7 @@ class Config:
     device: str = "auto"
     fp16: bool = True                      # half precision in the checkpoint's fp16 blocks on CUDA
     max_drop_fraction: float = 0.2         # more dropped samples than this share fail the run (exit 1)
+    class_index: Optional[int] = None      # a conditional checkpoint's class (one-hot label); null if unconditional
 
 
 PARAMS_TYPE = pa.struct([
@@ -209,7 +210,14 @@ class _Tools:
 def _tools(config: Config, device: str) -> _Tools:
     from generators.face import load_boundaries
 
+    from generators.face import class_vector
+
     generator = _generator(config.checkpoint, device)  # first: a bad checkpoint is the news
+    try:
+        class_vector(generator, config.class_index)
+    except ValueError as e:
+        raise ConfigError(f"face.checkpoint={config.checkpoint}: {e}".replace("class_index", "face.class_index")
+                          ) from None
     sha = _sha(config.checkpoint)
     directions: dict = {}
     if config.boundaries:
@@ -254,7 +262,7 @@ def _identity_settings(c: Config):
     from generators.face import IdentitySettings
 
     return IdentitySettings(c.truncation_psi, c.truncation_cutoff, c.max_candidates,
-                            candidate_batch=1, fp16=c.fp16)
+                            candidate_batch=1, fp16=c.fp16, class_index=c.class_index)
 
 
 def _block_state(t: _Tools, seed: int, block: int) -> _BlockState:
@@ -262,7 +270,7 @@ def _block_state(t: _Tools, seed: int, block: int) -> _BlockState:
 
     c = t.config
     key = (t.sha, seed, block, _gate_block(c), c.gate_threshold, c.truncation_psi,
-           c.truncation_cutoff, c.max_candidates, c.embedder, c.embedder_onnx, t.device, c.fp16)
+           c.truncation_cutoff, c.max_candidates, c.embedder, c.embedder_onnx, t.device, c.fp16, c.class_index)
     state = _BLOCKS.pop(key, None) or _BlockState(
         IdentityGate(threshold=c.gate_threshold, device=t.device), {}, block * _gate_block(c))
     _BLOCKS[key] = state
@@ -311,7 +319,7 @@ def _mated_settings(c: Config):
                          mixing_from_layer=c.mixing_from_layer, random_noise=c.random_noise,
                          similarity_floor=c.similarity_floor, max_retries=c.max_retries,
                          shrink=c.shrink, truncation_psi=c.truncation_psi,
-                         truncation_cutoff=c.truncation_cutoff, fp16=c.fp16)
+                         truncation_cutoff=c.truncation_cutoff, fp16=c.fp16, class_index=c.class_index)
 
 
 def _samples(t: _Tools, seed: int, subject: int, ident) -> list[tuple[int, int, Any]]:
