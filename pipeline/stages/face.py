@@ -208,9 +208,7 @@ class _Tools:
 
 
 def _tools(config: Config, device: str) -> _Tools:
-    from generators.face import load_boundaries
-
-    from generators.face import class_vector
+    from generators.face import class_vector, load_boundaries
 
     generator = _generator(config.checkpoint, device)  # first: a bad checkpoint is the news
     try:
