@@ -148,6 +148,7 @@ def test_images_and_truth_are_byte_identical_to_a_files_run_of_the_same_seed(tar
                ds.dataset(files_root / "pairs" / kind).to_table().to_pylist()
 
 
+@pytest.mark.slow      # a LocalCluster of two worker processes: 8-25 s on a shared machine
 def test_two_workers_write_byte_identical_tars(tar_root, tmp_path):
     mint(tmp_path / "two", "storage=tar", "cluster.workers=2")
     assert [(p.relative_to(tmp_path / "two"), sha(p.read_bytes())) for p in tars(tmp_path / "two")] == \
