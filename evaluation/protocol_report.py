@@ -30,7 +30,8 @@ def protocol_section(pr: dict | None, search: pd.DataFrame | None) -> list[str]:
         ["probes", "mated searches", *[k.replace("_", "-") for k in ranks]],
         [[t, f["n_mated"], *[f[k] for k in ranks]] for t, f in {**pr["by_type"], "all": o}.items()]))
     body.append(f"<h3>FNIR at FPIR</h3><p>Non-mated searches: {html.escape(pr['fpir_source'])}; "
-                f"{html.escape(pr['miss_rule'])}.</p>" + grid_table(
+                f"{html.escape(pr['miss_rule'])}; {pr['fnir_at_fpir'][0]['n_non_mated']:,} non-mated searches "
+                f"resolve FPIR steps of {pr['fpir_resolution']:.2g}.</p>" + grid_table(
                     ["FPIR target", "threshold T (Bozorth3)", "FPIR measured", "FNIR", "mated", "non-mated"],
                     [[r["fpir_target"], r["threshold"], r["fpir"], r["fnir"], r["n_mated"], r["n_non_mated"]]
                      for r in pr["fnir_at_fpir"]]))

@@ -5,7 +5,9 @@ entry's template (a = probe, b = gallery print, as in the pairs). Small protocol
 in full. When probes x gallery exceeds ``protocol_max_comparisons``, a deterministic subset
 (``settings.seed``) is searched instead, and ``summary["protocol"]`` says so with the counts:
 
-- ``protocol_searches`` probes, drawn uniformly among all probes (mated and non-mated alike);
+- ``protocol_searches`` probes: half of them (at most all there are) drawn uniformly among the
+  non-mated probes, so that FPIR is measured on more than a handful of searches, the rest among
+  the mated ones;
 - a gallery subset: the mates of the drawn probes, then entries drawn uniformly among the
   others (enrolled fingers and distractors alike) up to protocol_max_comparisons // searches
   entries. Every drawn probe is searched against that same subset, so the figures are those of
@@ -75,7 +77,12 @@ def select_searches(gallery: pd.DataFrame, probes: pd.DataFrame, s: EvaluationSe
         return probes, gallery, False
     rng = np.random.default_rng(np.random.SeedSequence(entropy=int(s.seed), spawn_key=(101, 1)))
     n_probes = max(1, min(len(probes), s.protocol_searches))
-    picked = probes.iloc[np.sort(rng.choice(len(probes), size=n_probes, replace=False))]
+    mated, non_mated = np.flatnonzero(probes["mated"].to_numpy()), np.flatnonzero(~probes["mated"].to_numpy())
+    n_non = min(len(non_mated), n_probes // 2)
+    n_non = max(n_non, n_probes - len(mated))            # too few mated probes: more non-mated ones
+    chosen = np.concatenate([rng.choice(mated, size=n_probes - n_non, replace=False),
+                             rng.choice(non_mated, size=n_non, replace=False)])
+    picked = probes.iloc[np.sort(chosen)]
     mates = gallery["gallery_id"].isin(set(picked["mate_gallery_id"].dropna()))
     size = max(int(mates.sum()), min(len(gallery), s.protocol_max_comparisons // n_probes))
     others = np.flatnonzero(~mates.to_numpy())
@@ -172,6 +179,8 @@ def evaluate_protocol(root: Path, templates: dict, s: EvaluationSettings, client
         "comparisons_per_second": scores.size / search_seconds if search_seconds > 0 else float("nan"),
         "chance_rank_1": 1.0 / len(gallery) if len(gallery) else float("nan"),
         "tie_rule": TIE_RULE, "miss_rule": MISS_RULE, "fpir_source": source, "cmc_max_rank": max_rank,
+        # the smallest FPIR step the non-mated searches resolve: a lower target is met only at FPIR 0
+        "fpir_resolution": 1.0 / len(nm_best) if len(nm_best) else float("nan"),
         "overall": _figures(table, max_rank),
         "by_type": {t: _figures(table[table["impression_type"] == t], max_rank) for t in types},
         "fnir_at_fpir": fnir_at_fpir(mated["mate_rank"].to_numpy(float), mated["mate_score"].to_numpy(float),

@@ -193,6 +193,7 @@ def test_a_large_protocol_is_searched_on_a_deterministic_subset_within_the_budge
     s = EvaluationSettings(protocol_max_comparisons=20_000, protocol_searches=100)
     picked, subset, sampled = select_searches(gallery, probes, s)
     assert sampled and len(picked) == 100 and len(picked) * len(subset) <= 20_000
+    assert (~picked["mated"]).sum() == 50         # half the searches non-mated, for FPIR
     assert set(picked["mate_gallery_id"].dropna()) <= set(subset["gallery_id"])      # every mate searched for
     again = select_searches(gallery, probes, s)
     assert again[0]["probe_id"].tolist() == picked["probe_id"].tolist()
@@ -216,3 +217,14 @@ def test_plan_counts_the_distractor_fingers(tmp_path):
     line = next(line for line in text.splitlines() if line.strip().startswith("protocol:"))
     assert "10 samples of 5 subjects" in line and line.endswith("pairs none")
     assert not (tmp_path / "ds").exists()
+
+
+def test_a_rerun_rebuilds_damaged_protocol_files_byte_for_byte(minted, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(minted, copy)
+    before = (copy / "protocol" / "gallery.parquet").read_bytes()
+    (copy / "protocol" / "gallery.parquet").unlink()
+    (copy / "protocol" / "probes.parquet").write_bytes(b"not parquet")
+    meta = mint(copy, *CLEAN)           # nothing to mint: the rerun notices the damage and rebuilds
+    assert meta["status"] == "complete" and (copy / "protocol" / "gallery.parquet").read_bytes() == before
+    assert validate_dataset(copy).ok
