@@ -21,7 +21,7 @@ prints; plain 00 without), plus every distractor finger (pipeline/stages/protoco
 every other plain and rolled impression and every latent (protocol.probe_types) of the
 fingerprint stage's fingers. With `non_mated_share` > 0 (protocol=open_set) a deterministic
 set of M = round(share * fingers) fingers is held out of the gallery: all their impressions
-and latents are non-mated probes. The held-out fingers are the M with the smallest keyed
+(the r00 too) and latents are non-mated probes. The held-out fingers are the M with the smallest keyed
 hash of their finger index f (the fingerprint stage's numbering: subject f // P, position
 positions[f % P]); the hash is a bijection on uint64 (splitmix64's finaliser of f + key, key
 from SeedSequence(seed, spawn_key=(STAGE_IDS["protocol"], 0))), so M is exact, and any one row
@@ -193,7 +193,8 @@ def write_protocol(root: Path, config, dataset_seed: int) -> dict:
                                          pc.equal(table["impression"], 0)).to_numpy(zero_copy_only=False))
                         held = (finger_hash(_finger_index(table, positions), key) <= threshold) \
                             if threshold is not None else np.zeros(n, bool)
-                    enrolled = pa.array(entry & ~held)
+                    enrolled_np = entry & ~held
+                    enrolled = pa.array(enrolled_np)
                     if pc.any(enrolled).as_py():
                         rows = table.filter(enrolled)
                         gallery.add(pa.table({
@@ -206,8 +207,9 @@ def write_protocol(root: Path, config, dataset_seed: int) -> dict:
                         counts["gallery"]["distractors" if distractor else "enrolled"] += rows.num_rows
                     if distractor:
                         continue
+                    # every print that is not enrolled: a held-out finger's r00 is a non-mated probe too
                     probe = pa.array(pc.is_in(table["impression_type"], value_set=probe_types).to_numpy(
-                        zero_copy_only=False) & ~entry)
+                        zero_copy_only=False) & ~enrolled_np)
                     if not pc.any(probe).as_py():
                         continue
                     rows = table.filter(probe)
