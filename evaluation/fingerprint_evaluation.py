@@ -22,8 +22,10 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from evaluation.confidence import bootstrap_error_rates
 from evaluation.dataset import all_pairs, subsample_nonmated
 from evaluation.fingerprint_matching import native_available, score_pair_chunk
 from evaluation.fingerprint_quality import FEEDBACK, assess_chunk, minutiae_chunk
@@ -165,22 +167,45 @@ def score_pairs(pairs: pd.DataFrame, fp: pd.DataFrame, templates: dict, s: Evalu
     return pairs, time.perf_counter() - t0
 
 
+def confidence_intervals(pairs: pd.DataFrame, person: dict, thresholds: dict, s: EvaluationSettings) -> dict:
+    """Subject-bootstrap intervals on every error rate of `pairs` (evaluation.confidence). The
+    unit is the person (a finger's owner), so a person's ten fingers, and the mated and non-
+    mated pairs that share them, are drawn together."""
+    if s.confidence_replicates <= 0 or pairs.empty or not person or "a_sample_id" not in pairs:
+        return {}
+    a, b = pairs["a_sample_id"].map(person), pairs["b_sample_id"].map(person)
+    known = (a.notna() & b.notna()).to_numpy()          # pairs whose people are known
+    pairs, a, b = pairs[known], a[known].to_numpy(), b[known].to_numpy()
+    units = len(set(a.tolist()) | set(b.tolist()))
+    if units < 2:     # one person: every replicate is the data itself, an interval of width 0 says nothing
+        return {}
+    mated, score = pairs["mated"].to_numpy(bool), pairs["score"].to_numpy(np.float64)
+    figures = bootstrap_error_rates(score[mated], a[mated], score[~mated], a[~mated], b[~mated],
+                                    thresholds=thresholds, replicates=s.confidence_replicates,
+                                    level=s.confidence_level, seed=s.seed)
+    return {"level": s.confidence_level, "unit": "person", "units": units,
+            "replicates": s.confidence_replicates, **figures} if figures else {}
+
+
 def _matching_summary(pairs: pd.DataFrame, listed: dict[str, int], s: EvaluationSettings,
-                      seconds: float) -> dict:
+                      seconds: float, person: dict | None = None) -> dict:
     op = {f"bozorth3_{s.bozorth3_threshold:g}": s.bozorth3_threshold}
+    person = person or {}
     by_kind = {}
     for kind in ordered_kinds(pairs["kind"].unique()):
         p = pairs[pairs["kind"] == kind]
         by_kind[kind] = {"n_pairs": int(len(p)), "unscored_pairs": int(p["score"].isna().sum()),
                          "nonmated_pairs_listed": listed.get(kind, 0),
                          **score_summary(p.loc[p["mated"], "score"], p.loc[~p["mated"], "score"],
-                                         thresholds=op)}
+                                         thresholds=op),
+                         "intervals": confidence_intervals(p, person, op, s)}
     return {"matcher": s.fingerprint_matcher, "native": native_available(),
             "threshold": s.bozorth3_threshold,
             "nonmated_pairs_listed": sum(listed.values()),   # before the seeded cap
             "pairs_per_second": len(pairs) / max(seconds, 1e-9),
             **score_summary(pairs.loc[pairs["mated"], "score"],
                             pairs.loc[~pairs["mated"], "score"], thresholds=op),
+            "intervals": confidence_intervals(pairs, person, op, s),
             "kinds": list(by_kind), "by_kind": by_kind}
 
 
@@ -260,6 +285,9 @@ def evaluate_fingerprints(root: Path, fp: pd.DataFrame, pairs: pd.DataFrame,
         parts.append(subsample_nonmated(p.reset_index(drop=True), s.max_nonmated_pairs, s.seed))
     pairs = pd.concat(parts, ignore_index=True) if parts else pairs
     pairs, match_seconds = score_pairs(pairs, fp, templates, s, client)
-    summary["matching"] = _matching_summary(pairs, listed, s, match_seconds)
+    # the person behind each print: the finger identity is owner * 16 + position (runner._identity)
+    person = dict(zip(fp["sample_id"], fp["subject_id"].astype(np.int64) // 16)) \
+        if "finger_position" in fp.columns else dict(zip(fp["sample_id"], fp["subject_id"]))
+    summary["matching"] = _matching_summary(pairs, listed, s, match_seconds, person)
     return ({"quality": quality, "slap_segments": segments, "slaps": slaps, "templates": templates},
             pairs, summary)

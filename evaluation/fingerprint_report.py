@@ -129,7 +129,29 @@ def slap_section(root: Path, fp: dict, slaps: pd.DataFrame | None, manifest: pd.
 
 
 def _kind_row(kind: str, k: dict, op: str) -> list:
-    return [kind] + [k.get(key.format(op=op), float("nan")) for key, _ in KIND_COLUMNS]
+    ci = k.get("intervals") or {}
+    out = [kind]
+    for key, _ in KIND_COLUMNS:
+        name = key.format(op=op)
+        value = k.get(name, float("nan"))
+        out.append(with_interval(value, ci.get(name)) if name in ci else value)
+    return out
+
+
+def with_interval(value: float, interval, percent: bool = False) -> str:
+    """'0.0395 [0.031, 0.049]' (or in %): a figure with its confidence interval."""
+    if percent:
+        return f"{value:.2%} [{interval[0]:.2%}, {interval[1]:.2%}]" if interval else f"{value:.2%}"
+    return f"{value:.4g} [{interval[0]:.4g}, {interval[1]:.4g}]" if interval else f"{value:.4g}"
+
+
+def _intervals_note(m: dict) -> str:
+    ci = m.get("intervals") or {}
+    if not ci:
+        return "<p>No confidence intervals (evaluate with confidence_replicates &gt; 0).</p>"
+    return (f"<p>Brackets: {100 * ci['level']:g} % confidence intervals by the subjects bootstrap "
+            f"({ci['replicates']} replicates over {ci['units']} {ci['unit']}s, drawn whole with replacement, so the "
+            "pairs that share a finger are drawn together; ISO/IEC 19795-1).</p>")
 
 
 def matching_section(fp: dict, fp_pairs: pd.DataFrame | None) -> tuple[list[str], dict]:
@@ -143,7 +165,9 @@ def matching_section(fp: dict, fp_pairs: pd.DataFrame | None) -> tuple[list[str]
             "plain print's.</p>" if "slap-plain" in m.get("kinds", []) else "",
             "<h3>All pairs</h3>", table(m), "<h3>Metrics per pair kind</h3>",
             grid_table(["kind"] + [h.format(t=f"{m['threshold']:g}") for _, h in KIND_COLUMNS],
-                       [_kind_row(kind, k, op) for kind, k in m.get("by_kind", {}).items()])]
+                       [_kind_row("all", m, op)]
+                       + [_kind_row(kind, k, op) for kind, k in m.get("by_kind", {}).items()]),
+            _intervals_note(m)]
     curves = {}
     for kind in m.get("by_kind", {}):
         p = fp_pairs[fp_pairs["kind"] == kind]
@@ -192,15 +216,22 @@ def summary_lines(fp: dict) -> list[str]:
         lines.append(
             f"  Bozorth3 ({'native' if m['native'] else 'pure Python'}): "
             f"{m['n_genuine']} mated / {m['n_impostor']} non-mated pairs, "
-            f"EER {m['eer']:.2%}, FMR@{m['threshold']:g} {m['fmr_at_' + op]:.3%}, "
+            f"EER {with_interval(m['eer'], (m.get('intervals') or {}).get('eer'), True)}, "
+            f"FMR@{m['threshold']:g} {m['fmr_at_' + op]:.3%}, "
             f"FNMR@{m['threshold']:g} {m['fnmr_at_' + op]:.2%}, d' {m['d_prime']:.2f}")
+        if m.get("intervals"):
+            lines.append(f"    (brackets: {100 * m['intervals']['level']:g} % intervals, subjects bootstrap, "
+                         f"{m['intervals']['replicates']} replicates)")
     by_kind = (m or {}).get("by_kind", {})
     if len(by_kind) > 1:
         for kind, k in by_kind.items():
             if k.get("n_genuine") and k.get("n_impostor"):
+                ci = k.get("intervals") or {}
                 lines.append(f"    {kind}: {k['n_genuine']}/{k['n_impostor']} pairs, EER "
-                             f"{k['eer']:.2%}, FNMR@{m['threshold']:g} {k['fnmr_at_' + op]:.2%}, "
-                             f"FNMR@FMR1% {k['fnmr_at_fmr_1pct']:.2%}, d' {k['d_prime']:.2f}")
+                             f"{with_interval(k['eer'], ci.get('eer'), True)}, FNMR@{m['threshold']:g} "
+                             f"{k['fnmr_at_' + op]:.2%}, FNMR@FMR1% "
+                             f"{with_interval(k['fnmr_at_fmr_1pct'], ci.get('fnmr_at_fmr_1pct'), True)}, "
+                             f"d' {k['d_prime']:.2f}")
             else:
                 lines.append(f"    {kind}: {k['n_genuine']}/{k['n_impostor']} pairs")
     return lines

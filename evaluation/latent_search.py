@@ -36,6 +36,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from evaluation.confidence import wilson_interval
 from evaluation.dataset import imread, read_image, read_params, subsample_nonmated
 from evaluation.fingerprint_evaluation import _matching_summary, score_pairs
 from evaluation.fingerprint_matching import FINGERPRINT_MATCHERS, extract_minutiae, native_available
@@ -174,6 +175,8 @@ def search_figures(rows: pd.DataFrame, max_rank: int) -> dict:
     out = {"count": int(len(rows)), "n_searches": int(len(ranked))}
     for k in RANKS:
         out[f"rank_{k}"] = float((ranked <= k).mean()) if len(ranked) else float("nan")
+        # each search one trial (a finger's few latents are nearly independent searches)
+        out[f"rank_{k}_interval"] = wilson_interval(int((ranked <= k).sum()), int(len(ranked)))
     out["cmc"] = cmc(ranked, max_rank).tolist()
     for col in ("mate_rank", "mate_score", "best_impostor_score", "nbis_minutiae",
                 "nbis_minutiae_in_mask", "n_visible_minutiae", "visible_fraction_of_mate",
@@ -266,7 +269,8 @@ def _score_latent_pairs(root, latents, prints, pairs, templates, s, client,
                                      score=scores[a[known].astype(int), b[known].astype(int)],
                                      matcher=s.fingerprint_matcher)
         scored = pd.concat([scored, reused]).sort_index()
-    return scored.reset_index(drop=True), _matching_summary(scored, listed, s, seconds)
+    person = dict(zip(sides["sample_id"], sides["subject_id"])) if "subject_id" in sides else None
+    return scored.reset_index(drop=True), _matching_summary(scored, listed, s, seconds, person)
 
 
 def evaluate_latents(root: Path, latents: pd.DataFrame, prints: pd.DataFrame, pairs: pd.DataFrame,

@@ -40,6 +40,11 @@ def write_report(path: Path, root: Path, summary: dict, manifest: pd.DataFrame,
     """Write report/index.html: every image inline, so the file opens offline anywhere."""
     body = [f"<h1>biomint evaluation — {html.escape(Path(root).name)}</h1>",
             f"<p>Dataset: <code>{html.escape(str(root))}</code></p>"]
+    if summary.get("sample"):
+        sm = summary["sample"]
+        body.append(f"<p>Evaluated on a sample: {sm['samples']:,} of {sm['of_samples']:,} samples, "
+                    f"whole subjects ({sm['subjects']:,} of {sm['of_subjects']:,}) in a seeded random order "
+                    f"(seed {sm['seed']}).</p>")
     curves = {}
     fp = summary.get("fingerprint")
     if fp:
@@ -80,6 +85,10 @@ def write_report(path: Path, root: Path, summary: dict, manifest: pd.DataFrame,
 def format_summary(summary: dict) -> str:
     """One terminal screen: counts, quality bins, EER / FMR at thresholds, output paths."""
     lines = [f"biomint evaluation: {summary['dataset']}"]
+    if summary.get("sample"):
+        sm = summary["sample"]
+        lines.append(f"  sample: {sm['samples']:,} of {sm['of_samples']:,} samples, whole subjects "
+                     f"({sm['subjects']:,} of {sm['of_subjects']:,}, seed {sm['seed']})")
     fp = summary.get("fingerprint")
     if fp:
         lines += summary_lines(fp)

@@ -40,6 +40,20 @@ def _identity(samples: pd.DataFrame) -> pd.DataFrame:
     return samples
 
 
+def sample_subjects(manifest: pd.DataFrame, wanted: int, seed: int) -> tuple[pd.DataFrame, dict]:
+    """The rows of whole subjects, taken in a seeded random order until at least `wanted`
+    samples are in (every mated pair of a kept subject stays whole), and what was kept.
+    Deterministic: the same manifest, `wanted` and seed keep the same subjects."""
+    counts = manifest.groupby("subject_id", sort=True).size()
+    order = np.random.default_rng(np.random.SeedSequence(entropy=seed, spawn_key=(0x5A4D,))).permutation(len(counts))
+    taken = np.cumsum(counts.to_numpy()[order])
+    n_subjects = int(min(np.searchsorted(taken, wanted, side="left") + 1, len(counts)))
+    keep = set(counts.index[order[:n_subjects]].tolist())
+    kept = manifest[manifest["subject_id"].isin(keep)].reset_index(drop=True)
+    return kept, {"wanted": int(wanted), "samples": int(len(kept)), "of_samples": int(len(manifest)),
+                  "subjects": n_subjects, "of_subjects": int(len(counts)), "seed": int(seed)}
+
+
 def _write(table: pd.DataFrame, path: Path) -> None:
     from pipeline.manifest import atomic_path
 
@@ -64,9 +78,12 @@ def evaluate_dataset(dataset_root: Path, settings: EvaluationSettings | None = N
     dpi = dict(zip(manifest["sample_id"], manifest["dpi"])) if "dpi" in manifest else {}
     if s.stages is None:     # distractors (manifest/protocol) are searched in the 1:N protocol only
         manifest = manifest[manifest["stage"] != PROTOCOL_STAGE].reset_index(drop=True)
-    # with some stages only, pairs that name a sample of another stage are left out
+    sampled = None
+    if s.sample is not None:
+        manifest, sampled = sample_subjects(manifest, s.sample, s.seed)
+    # with some stages only (or a sample), pairs that name a sample left out are left out
     pairs = read_pairs(root, pd.Index(manifest["sample_id"]),
-                       manifest_sample_ids(root) if s.stages is not None else None)
+                       manifest_sample_ids(root) if s.stages is not None or sampled else None)
     modality = dict(zip(manifest["sample_id"], manifest["modality"]))
     pair_modality = pairs["a_sample_id"].map(modality)
     # latents (and their pairs) go to the latent search, so the prints' figures are the ones a
@@ -77,6 +94,8 @@ def evaluate_dataset(dataset_root: Path, settings: EvaluationSettings | None = N
     eval_dir.mkdir(exist_ok=True)
     summary: dict = {"dataset": str(root), "eval_dir": str(eval_dir), "report": None,
                      "quality_label": QUALITY_LABEL, "n_samples": int(len(manifest))}
+    if sampled:
+        summary["sample"] = sampled
     t_start = time.perf_counter()
     fp_tables: dict = {}
     fp_pairs = face_table = face_pairs = latent_table = None

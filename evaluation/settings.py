@@ -38,7 +38,10 @@ class EvaluationSettings:
                                                   # 0 = one per CPU core, 1 = in-process
     chunk_size: int = 16                          # images (or 16× pairs) per task
     grid_per_bin: int = 6                         # thumbnails per quality bin in the report
-    seed: int = 0                                 # for pair subsampling only
+    seed: int = 0                                 # for pair subsampling and `sample`
+    sample: int | None = None                     # evaluate ~this many samples: whole subjects, seeded order
+    confidence_replicates: int = 200              # subject-bootstrap replicates per interval; 0 = none
+    confidence_level: float = 0.95                # of the intervals on every error rate
     progress: bool = True                         # tqdm bars
     write_report: bool = True                     # report/index.html
 
@@ -54,6 +57,11 @@ class EvaluationSettings:
         if self.workers < 0 or self.chunk_size < 1:
             raise EvaluationInputError(
                 "workers must be >= 0 (0 = one per CPU core) and chunk_size >= 1.")
+        if self.sample is not None and self.sample < 1:
+            raise EvaluationInputError(f"sample={self.sample} must be a number of samples >= 1 (or unset for all).")
+        if self.confidence_replicates < 0 or not 0.5 <= self.confidence_level < 1.0:
+            raise EvaluationInputError("confidence_replicates must be >= 0 (0 = no intervals) and "
+                                       "confidence_level in [0.5, 1), e.g. 0.95.")
         if not 0.0 < self.uniqueness_radius < 2.0:
             raise EvaluationInputError("uniqueness_radius is a cosine distance in (0, 2).")
 
