@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from scipy.spatial import cKDTree
 
 from .skeleton import CROSSING_NUMBER, neighbour_code, thin
 
@@ -28,13 +27,11 @@ def _drop_close_pairs(points: np.ndarray, kinds: np.ndarray, limits: dict[tuple[
     keep = np.ones(len(points), dtype=bool)
     if len(points) < 2:
         return keep
-    tree = cKDTree(points)
-    pairs = tree.query_pairs(max(limits.values()), output_type="ndarray")
-    if len(pairs) == 0:
-        return keep
-    a, b = pairs[:, 0], pairs[:, 1]
+    # every pair at once: a master has a few hundred candidates, so the N^2 / 2 distances are
+    # cheaper than building a k-d tree (and spare each worker scipy.spatial's import)
+    a, b = np.triu_indices(len(points), 1)
     dist = np.linalg.norm(points[a] - points[b], axis=1)
-    lim = np.zeros(len(pairs))
+    lim = np.zeros(len(a))
     for (ka, kb), v in limits.items():
         sel = ((kinds[a] == ka) & (kinds[b] == kb)) | ((kinds[a] == kb) & (kinds[b] == ka))
         lim[sel] = v
