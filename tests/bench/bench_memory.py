@@ -38,7 +38,7 @@ class RssMonitor:
     def __init__(self, pid: int, interval: float = 0.5):
         self.root, self.interval = psutil.Process(pid), interval
         self.peaks: dict[int, tuple[str, float]] = {}
-        self.trace: list[tuple[float, float, float]] = []      # (s, client MB, largest other MB)
+        self.trace: list[tuple[float, float, float]] = []      # (s, client MB, largest other MB) now
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._start = time.perf_counter()
@@ -58,7 +58,7 @@ class RssMonitor:
                 procs = [self.root] + self.root.children(recursive=True)
             except psutil.NoSuchProcess:
                 return
-            others = 0.0
+            others = client_now = 0.0
             for p in procs:
                 try:
                     mb = p.memory_info().rss / 2 ** 20
@@ -69,10 +69,11 @@ class RssMonitor:
                     self.peaks[p.pid] = (name, mb)
                 if p.pid != self.root.pid:
                     others = max(others, mb)
+                else:
+                    client_now = mb
             now = time.perf_counter() - self._start
             if now - last_trace >= 10.0:
-                client = self.peaks.get(self.root.pid, ("", 0.0))[1]
-                self.trace.append((round(now, 1), round(client, 1), round(others, 1)))
+                self.trace.append((round(now, 1), round(client_now, 1), round(others, 1)))
                 last_trace = now
             self._stop.wait(self.interval)
 
