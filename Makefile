@@ -46,6 +46,17 @@ test: $(STAMP) ## Run the fast test suite (what CI runs)
 test-all: $(STAMP) ## Run every test, slow and GPU ones included
 	$(PY) -m pytest -q -m 'not bench'
 
+SLURM_BINARIES := slurmctld slurmd munged sbatch
+test-slurm: $(STAMP) ## Mint through a one-node SLURM cluster on localhost (as root: installs slurm-wlm, munge)
+	@missing=$$(for b in $(SLURM_BINARIES); do command -v $$b >/dev/null || echo $$b; done); \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ]; then \
+	    echo "test-slurm: installing slurm-wlm munge (missing: $$(echo $$missing))"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	        slurm-wlm munge; \
+	elif [ -n "$$missing" ]; then \
+	    echo "test-slurm: not root, so slurm-wlm and munge are not installed: the SLURM tests skip"; fi
+	$(PY) -m pytest -q -m slurm tests/test_slurm.py -rsP
+
 bench: $(STAMP) ## Run the benchmarks; JSON results in tests/bench/results/
 	mkdir -p tests/bench/results
 	$(PY) -m pytest -q -m bench tests/bench
@@ -69,4 +80,4 @@ clean: ## Remove minted data, Hydra run dirs, caches and bench results (keeps .v
 	rm -rf data outputs multirun .pytest_cache tests/bench/results/*.json
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
-.PHONY: help install dataset evaluate test test-all bench calibrate-quality train-latent clean
+.PHONY: help install dataset evaluate test test-all test-slurm bench calibrate-quality train-latent clean

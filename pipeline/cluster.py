@@ -27,10 +27,15 @@ def quiet_dask_logs() -> None:
 
 
 def available_cores() -> int:
+    """Cores this process may use: its affinity mask, and inside a SLURM job at most the job's
+    `--cpus-per-task` (a node without task binding, TaskPlugin=task/none, leaves every core in the
+    mask, so a job given one core would start a worker per core of the node)."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    per_task = os.environ.get("SLURM_CPUS_PER_TASK", "") if os.environ.get("SLURM_JOB_ID") else ""
+    return min(cores, int(per_task)) if per_task.isdigit() and int(per_task) > 0 else cores
 
 
 def visible_gpus() -> int:
@@ -159,13 +164,41 @@ def slurm_cluster(cfg):
                         log_directory=cfg.log_directory, local_directory=cfg.local_directory)
 
 
+def check_slurm_job(cluster) -> None:
+    """Ask SLURM whether it would ever run the worker job (`sbatch --test-only`: nothing is
+    queued) before any is submitted. dask-jobqueue only logs a refused submission, and a job that
+    asks for more than any node has stays pending: either way the run would wait for a worker forever."""
+    import subprocess
+    import tempfile
+
+    from pipeline.errors import ConfigError
+
+    with tempfile.NamedTemporaryFile("w", prefix="biomint-slurm-", suffix=".sh") as script:
+        script.write(cluster.job_script())
+        script.flush()
+        try:
+            result = subprocess.run(["sbatch", "--test-only", script.name], capture_output=True, text=True,
+                                    timeout=120)
+        except FileNotFoundError:
+            raise ConfigError("cluster=slurm needs SLURM's sbatch on the PATH: run biomint where jobs are "
+                              "submitted (a login node)") from None
+    if result.returncode != 0:
+        lines = [line.strip() for line in (result.stderr + result.stdout).splitlines() if line.strip()]
+        why = "; ".join(line.removeprefix("sbatch: error: ") for line in lines) or f"exit code {result.returncode}"
+        raise ConfigError(f"SLURM would not run the worker job ({why}); check cluster.queue, cluster.account, "
+                          "cluster.cores, cluster.processes, cluster.memory, cluster.walltime and "
+                          "cluster.gpus_per_job against the partition (the job script is in the run's log)")
+
+
 @contextlib.contextmanager
 def open_slurm(cfg, wants_gpu: bool) -> Iterator:
     from dask.distributed import Client
 
     with slurm_cluster(cfg) as cluster, Client(cluster) as client:
-        cluster.scale(jobs=max(1, cfg.workers))
-        log.info("dask: SLURM cluster, %d jobs requested; job script:\n%s", max(1, cfg.workers), cluster.job_script())
+        jobs = max(1, cfg.workers)
+        log.info("dask: SLURM cluster, %d jobs requested; job script:\n%s", jobs, cluster.job_script())
+        check_slurm_job(cluster)
+        cluster.scale(jobs=jobs)
         client.wait_for_workers(1)
         yield client
 

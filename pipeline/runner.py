@@ -335,8 +335,8 @@ def mint_stage(client, root: Path, config, stage, stage_config, shards: PendingS
                     sample_bytes += stats.get("bytes", 0)
                     sampled += stats["rows"]
                     bar.update(stats["rows"] + len(stats["dropped"]))
-            if not disk_full:
-                for shard in itertools.islice(todo, 1):
+            if not disk_full:   # 4 shards per worker, workers that joined since (SLURM jobs start late) too
+                for shard in itertools.islice(todo, max(1, 4 * len(client.nthreads()) - len(in_flight))):
                     submit(shard)
     if disk_full:
         shard, stats = disk_full
