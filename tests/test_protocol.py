@@ -229,3 +229,13 @@ def test_a_rerun_rebuilds_damaged_protocol_files_byte_for_byte(minted, tmp_path)
     meta = mint(copy, *CLEAN)           # nothing to mint: the rerun notices the damage and rebuilds
     assert meta["status"] == "complete" and (copy / "protocol" / "gallery.parquet").read_bytes() == before
     assert validate_dataset(copy).ok
+
+
+def test_without_non_mated_probes_fpir_comes_from_the_mated_searches_with_their_mate_left_out(minted, tmp_path):
+    copy = tmp_path / "closed"
+    shutil.copytree(minted, copy, ignore=shutil.ignore_patterns("eval", "report"))
+    probes = pq.read_table(copy / "protocol" / "probes.parquet")
+    pq.write_table(probes.filter(probes["mated"]), copy / "protocol" / "probes.parquet")
+    pr = evaluate_dataset(copy, EvaluationSettings(protocol_only=True, workers=1, progress=False))["protocol"]
+    assert pr["fpir_source"].startswith("mated searches with their mate left out")
+    assert pr["fnir_at_fpir"][0]["n_non_mated"] == pr["overall"]["n_mated"] == pr["searches"]
