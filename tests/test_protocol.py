@@ -239,3 +239,12 @@ def test_without_non_mated_probes_fpir_comes_from_the_mated_searches_with_their_
     pr = evaluate_dataset(copy, EvaluationSettings(protocol_only=True, workers=1, progress=False))["protocol"]
     assert pr["fpir_source"].startswith("mated searches with their mate left out")
     assert pr["fnir_at_fpir"][0]["n_non_mated"] == pr["overall"]["n_mated"] == pr["searches"]
+
+
+def test_with_storage_tar_the_protocol_names_the_tar_members(tmp_path):
+    root = tmp_path / "tar"
+    mint(root, "dataset=smoke", "storage=tar", "fingerprint.fingers=6", "protocol=open_set", "protocol.distractors=4",
+         "cluster.workers=1")
+    paths = sql(root, "select path from gallery union all select path from probes")
+    assert paths and all("#" in p and (root / p.split("#")[0]).is_file() for (p,) in paths)
+    assert validate_dataset(root).ok
