@@ -52,25 +52,22 @@ log = logging.getLogger("biomint")
 PROTOCOL_DIR = "protocol"
 ROW_GROUP = 1 << 18
 READ_COLUMNS = ["sample_id", "subject_id", "finger_position", "impression_type", "impression", "path"]
-GALLERY_SCHEMA = pa.schema([
-    pa.field("gallery_id", pa.string(), nullable=False),
+# what a gallery entry and a probe both say about their print (between their id and their role)
+_PRINT_FIELDS = [
     pa.field("sample_id", pa.string(), nullable=False),
     pa.field("path", pa.string(), nullable=False),
     pa.field("finger_id", pa.string(), nullable=False),
     pa.field("subject_id", pa.int64(), nullable=False),
     pa.field("finger_position", pa.int8()),
     pa.field("impression_type", pa.string()),
+]
+GALLERY_SCHEMA = pa.schema([
+    pa.field("gallery_id", pa.string(), nullable=False), *_PRINT_FIELDS,
     pa.field("distractor", pa.bool_(), nullable=False),
     pa.field("stage", pa.string(), nullable=False),
 ])
 PROBES_SCHEMA = pa.schema([
-    pa.field("probe_id", pa.string(), nullable=False),
-    pa.field("sample_id", pa.string(), nullable=False),
-    pa.field("path", pa.string(), nullable=False),
-    pa.field("finger_id", pa.string(), nullable=False),
-    pa.field("subject_id", pa.int64(), nullable=False),
-    pa.field("finger_position", pa.int8()),
-    pa.field("impression_type", pa.string()),
+    pa.field("probe_id", pa.string(), nullable=False), *_PRINT_FIELDS,
     pa.field("mated", pa.bool_(), nullable=False),
     pa.field("mate_gallery_id", pa.string()),
     pa.field("stage", pa.string(), nullable=False),

@@ -53,3 +53,23 @@ def run_biomint(*args: str, cwd: Path | None = None, timeout: float = 300) -> su
     env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
     return subprocess.run([*BIOMINT, *args], cwd=cwd or REPO, env=env, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def kill_after_shards(args: list[str], stats_dir: Path, shards: int, cwd: Path, timeout: float = 240) -> int:
+    """Start the console script with `args`, SIGKILL its whole process group once `shards`
+    shard stats are written (or at `timeout`), and return how many were done at the kill."""
+    import signal
+    import time
+
+    process = subprocess.Popen([*BIOMINT, *args], cwd=cwd, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            if len(list(stats_dir.glob("*.json"))) >= shards:
+                break
+            time.sleep(0.02)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # the whole run: main process, scheduler, workers
+        process.wait()
+    return len(list(stats_dir.glob("*.json")))

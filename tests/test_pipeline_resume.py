@@ -3,13 +3,9 @@ And `--multirun` sweeps through the submitit launcher."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import time
 
 import pyarrow.dataset as ds
-from conftest import BIOMINT, TINY, run_biomint
+from conftest import TINY, kill_after_shards, run_biomint
 from pipeline.validate import validate_dataset
 
 FINGERS = 12  # one finger (position 2) per subject, one subject per shard: 12 shards
@@ -20,18 +16,7 @@ def test_sigkill_half_way_then_rerun_finishes_exactly(tmp_path):
     args = [*TINY, f"output_dir={root}", f"fingerprint.fingers={FINGERS}", "fingerprint.positions=[2]",
             "fingerprint.slaps=true", "dataset.shard_size=1", "cluster.workers=1"]
     stats_dir = root / "manifest" / "fingerprint" / "_stats"
-    process = subprocess.Popen([*BIOMINT, *args], cwd=tmp_path, start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    try:
-        while time.monotonic() < deadline and process.poll() is None:
-            if len(list(stats_dir.glob("*.json"))) >= 3:
-                break
-            time.sleep(0.05)
-    finally:
-        os.killpg(process.pid, signal.SIGKILL)  # the whole run: main process, scheduler, workers
-        process.wait()
-    done_at_kill = len(list(stats_dir.glob("*.json")))
+    done_at_kill = kill_after_shards(args, stats_dir, 3, tmp_path)
     assert 3 <= done_at_kill < FINGERS, "the run was not killed half-way"
     meta = json.loads((root / "dataset.json").read_text())
     assert meta["status"] == "in_progress"

@@ -8,18 +8,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import shutil
-import signal
-import subprocess
 import tarfile
-import time
 from pathlib import Path
 
 import pyarrow.dataset as ds
 import pytest
 
-from conftest import BIOMINT, TINY, compose_overrides, run_biomint
+from conftest import TINY, compose_overrides, kill_after_shards, run_biomint
 from pipeline.errors import ConfigError
 from pipeline.manifest import load_dataset_json, split_stored
 from pipeline.validate import regenerate_sample, validate_dataset
@@ -270,16 +266,7 @@ def test_a_run_killed_mid_way_resumes_and_validates(tmp_path):
     args = [*TINY, f"output_dir={root}", f"fingerprint.fingers={fingers}", "fingerprint.positions=[2]",
             "dataset.shard_size=1", "cluster.workers=1", "storage=tar"]
     stats_dir = root / "manifest" / "fingerprint" / "_stats"
-    process = subprocess.Popen([*BIOMINT, *args], cwd=tmp_path, start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    try:
-        while time.monotonic() < deadline and process.poll() is None and len(list(stats_dir.glob("*.json"))) < 3:
-            time.sleep(0.02)
-    finally:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    done = len(list(stats_dir.glob("*.json")))
+    done = kill_after_shards(args, stats_dir, 3, tmp_path, timeout=120)
     assert 3 <= done < fingers, "the run was not killed half-way"
     assert load_dataset_json(root)["status"] == "in_progress"
     result = run_biomint(*args, cwd=tmp_path)
