@@ -91,6 +91,20 @@ def cmc(ranks, max_rank: int) -> np.ndarray:
     return (r[None, :] <= np.arange(1, max_rank + 1)[:, None]).mean(axis=1)
 
 
+def rank_figures(ranks, max_rank: int, ranks_reported=RANKS) -> dict:
+    """rank_k (share of the ranked searches with their mate at rank <= k), its Wilson interval
+    (each search one trial: a finger's few probes are nearly independent searches) and the
+    CMC [max_rank], from the finite ranks of `ranks`."""
+    r = np.asarray(ranks, np.float64)
+    r = r[np.isfinite(r)]
+    out: dict = {}
+    for k in ranks_reported:
+        out[f"rank_{k}"] = float((r <= k).mean()) if r.size else float("nan")
+        out[f"rank_{k}_interval"] = wilson_interval(int((r <= k).sum()), int(r.size))
+    out["cmc"] = cmc(r, max_rank).tolist()
+    return out
+
+
 def minutiae_in_mask(minutiae: np.ndarray, mask: np.ndarray) -> int:
     """How many minutiae [N, >=2] (x, y pixels, origin top-left) fall in the bool mask [H, W]."""
     if len(minutiae) == 0:
@@ -172,12 +186,7 @@ def _median(rows: pd.DataFrame, column: str) -> float:
 def search_figures(rows: pd.DataFrame, max_rank: int) -> dict:
     """count, rank-1 / rank-20 (shares of the ranked searches), CMC [max_rank], medians."""
     ranked = rows["mate_rank"].dropna()
-    out = {"count": int(len(rows)), "n_searches": int(len(ranked))}
-    for k in RANKS:
-        out[f"rank_{k}"] = float((ranked <= k).mean()) if len(ranked) else float("nan")
-        # each search one trial (a finger's few latents are nearly independent searches)
-        out[f"rank_{k}_interval"] = wilson_interval(int((ranked <= k).sum()), int(len(ranked)))
-    out["cmc"] = cmc(ranked, max_rank).tolist()
+    out = {"count": int(len(rows)), "n_searches": int(len(ranked)), **rank_figures(ranked, max_rank, RANKS)}
     for col in ("mate_rank", "mate_score", "best_impostor_score", "nbis_minutiae",
                 "nbis_minutiae_in_mask", "n_visible_minutiae", "visible_fraction_of_mate",
                 "visible_fraction_of_finger"):

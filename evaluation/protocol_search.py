@@ -37,7 +37,7 @@ import pandas as pd
 from evaluation.errors import EvaluationInputError
 from evaluation.fingerprint_matching import native_available
 from evaluation.fingerprint_quality import minutiae_chunk
-from evaluation.latent_search import TIE_RULE, cmc, mate_ranks, search_chunk
+from evaluation.latent_search import TIE_RULE, mate_ranks, rank_figures, search_chunk
 from evaluation.parallel import chunked, map_chunks
 from evaluation.settings import EvaluationSettings
 
@@ -114,7 +114,7 @@ def fnir_at_fpir(mate_rank: np.ndarray, mate_score: np.ndarray, non_mated_best: 
                         "fnir": float("nan"), "n_mated": int(rank.size), "n_non_mated": int(nm.size)})
             continue
         candidates = np.append(np.unique(nm), nm.max() + 1.0)
-        fpir = np.array([(nm >= t).mean() for t in candidates])
+        fpir = (nm.size - np.searchsorted(np.sort(nm), candidates, side="left")) / nm.size   # share >= t
         threshold = float(candidates[np.argmax(fpir <= target)])
         hit = (rank == 1) & (score >= threshold)
         out.append({"fpir_target": target, "threshold": threshold, "fpir": float((nm >= threshold).mean()),
@@ -124,11 +124,8 @@ def fnir_at_fpir(mate_rank: np.ndarray, mate_score: np.ndarray, non_mated_best: 
 
 def _figures(table: pd.DataFrame, max_rank: int) -> dict:
     ranked = table.loc[table["mated"], "mate_rank"].to_numpy(float)
-    out = {"n_searches": int(len(table)), "n_mated": int(table["mated"].sum())}
-    for k in RANKS:
-        out[f"rank_{k}"] = float((ranked <= k).mean()) if ranked.size else float("nan")
-    out["cmc"] = cmc(ranked, max_rank).tolist()
-    return out
+    return {"n_searches": int(len(table)), "n_mated": int(table["mated"].sum()),
+            **rank_figures(ranked, max_rank, RANKS)}
 
 
 def evaluate_protocol(root: Path, templates: dict, s: EvaluationSettings, client=None, dpi: dict | None = None

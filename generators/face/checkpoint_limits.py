@@ -120,23 +120,27 @@ class _Budget:
 
     def __init__(self, source: Any, limits: ReadLimits) -> None:
         self.source, self.limits = source, limits
-        self.tensors = self.storages = self.tensor_bytes = self.storage_bytes = 0
+        self.counts = {"tensor": 0, "storage": 0}
+        self.bytes = {"tensor": 0, "storage": 0}
+
+    @property
+    def storage_bytes(self) -> int:
+        return self.bytes["storage"]
+
+    def _declare(self, kind: str, nbytes: int) -> None:
+        """Tensors and storages are limited alike, each kind against its own totals."""
+        self.counts[kind] += 1
+        if self.counts[kind] > self.limits.max_tensors:
+            raise _too_many_tensors(self.source, self.limits)
+        self.bytes[kind] += nbytes
+        if self.bytes[kind] > self.limits.max_bytes:
+            raise _too_much_data(self.source, self.limits)
 
     def tensor(self, nbytes: int) -> None:
-        self.tensors += 1
-        if self.tensors > self.limits.max_tensors:
-            raise _too_many_tensors(self.source, self.limits)
-        self.tensor_bytes += nbytes
-        if self.tensor_bytes > self.limits.max_bytes:
-            raise _too_much_data(self.source, self.limits)
+        self._declare("tensor", nbytes)
 
     def storage(self, nbytes: int) -> None:
-        self.storages += 1
-        if self.storages > self.limits.max_tensors:
-            raise _too_many_tensors(self.source, self.limits)
-        self.storage_bytes += nbytes
-        if self.storage_bytes > self.limits.max_bytes:
-            raise _too_much_data(self.source, self.limits)
+        self._declare("storage", nbytes)
 
 
 # Bytes per element of the storage classes torch pickles; unknown ones count as the widest.
