@@ -20,6 +20,7 @@ A WebDataset key is the member's name up to its first dot, so sample ids never h
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -30,7 +31,7 @@ import pyarrow as pa
 
 from pipeline.errors import ConfigError
 from pipeline.manifest import (MEMBER_SEPARATOR, _temporary_sibling, atomic_path, is_temporary, rows_to_table,
-                               sha256_bytes, sha256_file, write_bytes_atomic)
+                               sha256_bytes, write_bytes_atomic)
 
 SHARDS_DIR = "shards"
 TAR_MTIME = 0              # every header's mtime: the bytes must not depend on when a shard ran
@@ -139,13 +140,15 @@ class TarStorage:
             raise RuntimeError(f"{self.tar}: two files of the shard have the same member name")
         target = self.root / self.tar
         with atomic_path(target) as tmp:     # renamed only when whole: a killed run leaves no half tar
-            with open(tmp, "wb") as raw, tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-                for _, name, data in members:
-                    if data is None:
-                        data = self._read(sources[f"{self.tar}{MEMBER_SEPARATOR}{name}"])
-                    tar.addfile(_header(name, len(data)), io.BytesIO(data))
+            with open(tmp, "wb") as raw:
+                hashed = _HashingWriter(raw)     # the tar's sha256 as it is written, not read back
+                with tarfile.open(fileobj=hashed, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                    for _, name, data in members:
+                        if data is None:
+                            data = self._read(sources[f"{self.tar}{MEMBER_SEPARATOR}{name}"])
+                        tar.addfile(_header(name, len(data)), io.BytesIO(data))
         self.discard()
-        return [*shared, {"path": self.tar, "sha256": sha256_file(target), "bytes": target.stat().st_size}]
+        return [*shared, {"path": self.tar, "sha256": hashed.digest.hexdigest(), "bytes": hashed.size}]
 
     def discard(self) -> None:
         """Remove the spool (after the tar is written, or when the shard failed)."""
@@ -166,6 +169,22 @@ class TarStorage:
         for entry in entries:
             if entry.name.startswith(prefix) and is_temporary(entry.name):
                 Path(entry.path).unlink(missing_ok=True)
+
+
+class _HashingWriter:
+    """A write-only file that passes bytes on and keeps their sha256 and count (tarfile writes
+    sequentially and only asks for tell())."""
+
+    def __init__(self, raw) -> None:
+        self.raw, self.digest, self.size = raw, hashlib.sha256(), 0
+
+    def write(self, data) -> int:
+        self.digest.update(data)
+        self.size += len(data)
+        return self.raw.write(data)
+
+    def tell(self) -> int:
+        return self.size
 
 
 def _header(name: str, size: int) -> tarfile.TarInfo:
