@@ -214,3 +214,33 @@ def test_points_riding_along_in_the_minutiae_solve_land_where_their_own_solve_pu
     px, py = geo.to_canvas(points[:, 0], points[:, 1])
     assert np.array_equal(x, alone[0]) and np.array_equal(y, alone[1]) and np.array_equal(a, alone[2])
     assert np.array_equal(mapped, np.stack([px, py], 1))
+
+
+def test_growth_by_tiles_gives_the_whole_bank_convolution_to_the_bit():
+    """Each pixel needs 4 of the bank's filters, so growth filters each tile only with the
+    filters its pixels use; the pattern must be the one the whole-bank convolution grows."""
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+
+    from generators.fingerprint.ridge_growth import filter_weights, gabor_bank, grow_ridges
+
+    rng = np.random.default_rng(5)
+    h, w = 70, 93                                  # not a multiple of any tile size
+    yy, xx = np.mgrid[0:h, 0:w]
+    theta = np.mod(0.04 * xx + 0.03 * yy + 0.3 * np.sin(0.05 * yy), np.pi)
+    period = 4.5 + 0.8 * (xx / w)
+    periods = np.array([4.2, 5.4])
+    bank = gabor_bank(8, periods, 11, 2.0)
+    index, weights = (torch.from_numpy(a[None]) for a in filter_weights(theta, period, 8, periods))
+    init = torch.from_numpy(rng.standard_normal((1, 1, h, w)).astype(np.float32))
+
+    x = init
+    for _ in range(4):                              # the definition, with the whole bank
+        responses = F.conv2d(x, bank, padding=5)
+        chosen = torch.gather(responses, 1, index)
+        x = ((chosen * weights).sum(1, keepdim=True) * 2.0 - 0.1).clamp(-1.0, 1.0)
+    for tile in (8, 16, 32, 128):
+        grown, used = grow_ridges(init, index, weights, bank, min_iterations=4, max_iterations=4,
+                                  tolerance=0.0, bias=0.1, tile=tile)
+        assert int(used[0]) == 4
+        assert torch.equal(grown, x), f"tile {tile}"

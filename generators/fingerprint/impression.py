@@ -108,15 +108,21 @@ def _blobs_and_scratches(rng, h: int, w: int, n_blobs: int, n_scratches: int) ->
     cut by a fine noise field; scratches are thin, sharp, slightly bent lines."""
     lost = np.zeros((h, w), dtype=np.float32)
     smear = np.zeros((h, w), dtype=np.float32)
+    drew = {"lost": False, "smear": False}
     for _ in range(n_blobs):
         centre = (int(rng.uniform(0, w)), int(rng.uniform(0, h)))
         axes = (int(rng.uniform(6, 35)), int(rng.uniform(6, 35)))
-        target = smear if rng.uniform() < 0.35 else lost
+        kind = "smear" if rng.uniform() < 0.35 else "lost"
+        target = smear if kind == "smear" else lost
+        drew[kind] = True
         cv2.ellipse(target, centre, axes, float(rng.uniform(0, 180)), 0, 360, float(rng.uniform(0.5, 1.0)), -1)
     if n_blobs:
         ragged = (smooth_noise(rng, h, w, cell=6.0) > -0.4).astype(np.float32)
-        lost = cv2.GaussianBlur(lost * ragged, (0, 0), 1.2)
-        smear = cv2.GaussianBlur(smear * ragged, (0, 0), 2.0)
+        # a layer no spot was drawn into stays exactly zero: its blur is skipped, not its draw
+        if drew["lost"]:
+            lost = cv2.GaussianBlur(lost * ragged, (0, 0), 1.2)
+        if drew["smear"]:
+            smear = cv2.GaussianBlur(smear * ragged, (0, 0), 2.0)
     for _ in range(n_scratches):
         p0 = np.array([rng.uniform(0, w), rng.uniform(0, h)])
         ang, length, bow = rng.uniform(0, np.pi), rng.uniform(40, 220), rng.normal(0.0, 0.08)

@@ -56,6 +56,15 @@ def _grain(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return grain
 
 
+def _add_shifted(grey: np.ndarray, field: np.ndarray, scale: float, dy: int, dx: int) -> None:
+    """grey += scale * np.roll(field, (dy, dx), axis=(0, 1)), in place and by quadrants: the
+    same float32 products and sums without the rolled copy and its product array."""
+    h, w = field.shape
+    for (gy, fy) in ((slice(dy, h), slice(0, h - dy)), (slice(0, dy), slice(h - dy, h))):
+        for (gx, fx) in ((slice(dx, w), slice(0, w - dx)), (slice(0, dx), slice(w - dx, w))):
+            grey[gy, gx] += scale * field[fy, fx]
+
+
 def optical_image(ink: np.ndarray, touch: np.ndarray, shade: np.ndarray, cond: dict, rng: np.random.Generator,
                   difficulty: float) -> np.ndarray:
     h, w = ink.shape
@@ -72,7 +81,7 @@ def optical_image(ink: np.ndarray, touch: np.ndarray, shade: np.ndarray, cond: d
     grey = cv2.GaussianBlur(grey, (0, 0), cond["blur_sigma"])
     # the camera's noise: the grain field shifted by half the canvas, uncorrelated with the
     # skin's at every pixel, at no cost of another draw
-    grey += (0.3 + 0.5 * d) * cond["noise_sigma"] * np.roll(grain, (h // 2, w // 3), axis=(0, 1))
+    _add_shifted(grey, grain, (0.3 + 0.5 * d) * cond["noise_sigma"], h // 2, w // 3)
     return np.clip(np.rint(grey), 0, 255).astype(np.uint8)
 
 
