@@ -213,6 +213,29 @@ def _main(argv: list[str]) -> None:
     hydra_main()
 
 
+def console() -> None:
+    """The `biomint` script: main(), then leave without the interpreter's teardown.
+
+    Tearing down the modules of a process that imported torch costs ~0.7 s, a fifth of a
+    small run, and nothing is left to do: every file of the dataset has been written and
+    closed (atomically) by then. Output streams and log handlers are flushed first. Tests
+    call main(), which returns or raises as usual."""
+    code = EXIT_OK
+    try:
+        main()
+    except SystemExit as e:
+        if not isinstance(e.code, (int, type(None))):
+            raise                                  # a message for Python to print
+        code = e.code or EXIT_OK
+    import logging
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
 def main() -> None:
     try:
         _main(sys.argv[1:])
@@ -231,4 +254,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    console()

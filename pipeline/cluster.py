@@ -120,11 +120,27 @@ def completion_queue(client):
     return as_completed()
 
 
+# With cluster.workers=0 (one per core) a run of at most this many samples is minted in the
+# client process: starting worker processes (each imports torch: ~2 s) costs more than such a
+# run takes on one core (~40 ms a plain impression, ~0.5 s a CPU face).
+SMALL_RUN_SAMPLES = 48
+
+
+def runs_inline(cfg, wants_gpu: bool, samples: int | None = None) -> bool:
+    """Whether a local run goes to InlineClient: one worker, or a small run on auto workers
+    (never when threads, a dashboard or other cluster kinds are asked for)."""
+    if cfg.kind != "local" or cfg.threads_per_worker != 1 or cfg.dashboard:
+        return False
+    small = cfg.workers == 0 and samples is not None and samples <= SMALL_RUN_SAMPLES
+    return small or local_worker_count(cfg.workers, wants_gpu) == 1
+
+
 @contextlib.contextmanager
-def open_local(cfg, wants_gpu: bool) -> Iterator:
+def open_local(cfg, wants_gpu: bool, samples: int | None = None) -> Iterator:
     n = local_worker_count(cfg.workers, wants_gpu)
-    if n == 1 and cfg.threads_per_worker == 1 and not cfg.dashboard:
-        log.info("local: 1 worker, in this process (no Dask cluster)")
+    if runs_inline(cfg, wants_gpu, samples):
+        log.info("local: %s, in this process (no Dask cluster)",
+                 "1 worker" if n == 1 else f"{samples} samples, fewer than a cluster's start is worth")
         yield InlineClient()
         return
     import dask
@@ -206,9 +222,11 @@ def open_slurm(cfg, wants_gpu: bool) -> Iterator:
 CLUSTER_KINDS: dict[str, Callable] = {"local": open_local, "address": open_address, "slurm": open_slurm}
 
 
-def open_cluster(cfg, wants_gpu: bool = False):
+def open_cluster(cfg, wants_gpu: bool = False, samples: int | None = None):
     """Context manager yielding a dask Client for the configured cluster kind (an InlineClient
-    for one local worker)."""
-    if not (cfg.kind == "local" and local_worker_count(cfg.workers, wants_gpu) == 1):
-        quiet_dask_logs()
+    for one local worker, or for a local run of at most SMALL_RUN_SAMPLES `samples` on auto
+    workers)."""
+    if runs_inline(cfg, wants_gpu, samples):
+        return open_local(cfg, wants_gpu, samples)
+    quiet_dask_logs()
     return CLUSTER_KINDS[cfg.kind](cfg, wants_gpu)

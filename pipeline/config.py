@@ -49,7 +49,8 @@ class ExportConfig:
 @dataclass
 class ClusterConfig:
     kind: str = "local"
-    workers: int = 0                      # 0: one per core (one per GPU when the stage uses CUDA)
+    workers: int = 0                      # 0: one per core (one per GPU when the stage uses CUDA); a
+                                          # local run of <= 48 samples then mints in the client process
     retries: int = 2                      # extra attempts for a failing shard
 
 

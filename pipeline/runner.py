@@ -154,7 +154,8 @@ def mint_dataset(root: Path, config, stages: list[tuple], meta: dict) -> dict:
         from pipeline.worker import warm_up
 
         wants_gpu = any(stage_device(sc).startswith(("auto", "cuda")) for _, sc in stages)
-        with open_cluster(config.cluster, wants_gpu=wants_gpu) as client:
+        samples = sum(p.rows for p in pending.values())
+        with open_cluster(config.cluster, wants_gpu=wants_gpu, samples=samples) as client:
             client.run(warm_up, [stage.NAME for stage, _ in stages])
             for stage, stage_config in stages:
                 timing = mint_stage(client, root, config, stage, stage_config, pending[stage.NAME])

@@ -393,8 +393,10 @@ def test_validate_into_a_closed_pipe_ends_quietly(reference):
 
 
 def test_validate_and_help_start_without_torch(reference):
-    code = ("import sys, runpy; sys.argv = ['biomint', 'validate', %r]\n"
-            "try:\n    runpy.run_module('pipeline.cli', run_name='__main__')\n"
+    # main(), not the script: the script leaves by os._exit (cli.console) before a print
+    code = ("import sys; sys.argv = ['biomint', 'validate', %r]\n"
+            "from pipeline.cli import main\n"
+            "try:\n    main()\n"
             "except SystemExit:\n    pass\n"
             "print('torch imported:', 'torch' in sys.modules)") % str(reference[0])
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
