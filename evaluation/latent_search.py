@@ -39,7 +39,7 @@ import pandas as pd
 from evaluation.confidence import wilson_interval
 from evaluation.dataset import imread, read_image, read_params, subsample_nonmated
 from evaluation.fingerprint_evaluation import _matching_summary, score_pairs
-from evaluation.fingerprint_matching import FINGERPRINT_MATCHERS, extract_minutiae, native_available
+from evaluation.fingerprint_matching import extract_minutiae, native_available, prepared_matcher
 from evaluation.fingerprint_quality import minutiae_chunk
 from evaluation.parallel import chunked, map_chunks
 from evaluation.settings import EvaluationSettings
@@ -143,9 +143,14 @@ def search_chunk(task: tuple[str, list[tuple[str, np.ndarray, tuple[int, int]]],
     """Worker: (matcher name, [(latent id, minutiae, (h, w))], gallery [(minutiae, (h, w))]) →
     [(latent id, scores float64 [G])], a = latent, b = gallery print as in the pairs."""
     name, probes, gallery = task
-    match = FINGERPRINT_MATCHERS[name]
-    return [(sid, np.array([match(m, gm, h, gh, w, gw) for gm, (gh, gw) in gallery], np.float64))
-            for sid, m, (h, w) in probes]
+    matcher = prepared_matcher(name)
+    entries = [matcher.prepare(gm, gh, gw) for gm, (gh, gw) in gallery]    # once, not once per probe
+    out = []
+    with matcher.session():
+        for sid, m, (h, w) in probes:
+            probe = matcher.prepare(m, h, w)
+            out.append((sid, np.array([matcher.compare(probe, g) for g in entries], np.float64)))
+    return out
 
 
 def _mask_path(truth_path) -> str | None:

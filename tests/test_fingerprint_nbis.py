@@ -52,3 +52,30 @@ def test_ground_truth_minutiae_agree_with_mindtct_on_clean_impressions():
         total += len(gt)
     assert total > 40
     assert hits / total >= 0.8
+
+
+def test_pair_chunks_and_searches_score_exactly_what_bozorth3_scores_pair_by_pair():
+    """Chunks and 1:N searches pack each template for NBIS once; the scores must be the
+    per-pair API's, empty templates (score 0) included."""
+    from evaluation.fingerprint_matching import NativeBozorth3, bozorth3, prepared_matcher, score_pair_chunk
+    from evaluation.latent_search import search_chunk
+
+    assert isinstance(prepared_matcher("bozorth3"), NativeBozorth3)
+    h, w = SETTINGS.height, SETTINGS.width
+    templates = {}
+    for finger in range(3):
+        master = make_master(SETTINGS, finger + 1, np.random.default_rng(70 + finger))
+        for k in range(2):
+            imp = make_impression(master, SETTINGS, np.random.default_rng(80 + 10 * finger + k))
+            templates[f"f{finger}-{k}"] = (afis_native.mindtct_extract(imp.image)[0], (h, w))
+    templates["empty"] = (np.zeros((0, 5)), (h, w))
+    ids = sorted(templates)
+    pairs = [(f"{a}|{b}", a, b) for a, b in itertools.combinations(ids, 2)]
+    expected = {pid: bozorth3(templates[a][0], templates[b][0], h, h, w, w) for pid, a, b in pairs}
+    assert dict(score_pair_chunk(("bozorth3", templates, pairs))) == expected
+    assert max(expected.values()) >= THRESHOLD and expected["empty|f0-0"] == 0.0
+
+    probes = [(sid, templates[sid][0], (h, w)) for sid in ids[:3]]
+    searched = dict(search_chunk(("bozorth3", probes, [templates[g] for g in ids])))
+    for sid, _, _ in probes:
+        assert searched[sid].tolist() == [bozorth3(templates[sid][0], templates[g][0], h, h, w, w) for g in ids]

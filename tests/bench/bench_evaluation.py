@@ -2,8 +2,10 @@
 and segment-crop minutiae per slap, SFace faces/s.
 
 Run with `make bench` (pytest -m bench tests/bench). Writes tests/bench/results/evaluation.json.
-Everything runs in one process (one core), so the figures are per core; the evaluation maps
-chunks over processes / a Dask cluster for more.
+Everything runs in one process (one core), so the figures are per core, in CPU seconds (the
+machine may be shared); the evaluation maps chunks over processes / a Dask cluster for more.
+Bozorth3 is timed as `biomint evaluate` runs it (a chunk of pairs, each template packed for
+NBIS once) and through afis' per-pair API, in the same run; target 80 pairs/s per core.
 """
 from __future__ import annotations
 
@@ -79,17 +81,25 @@ def test_bench_evaluation():
     from evaluation.fingerprint_matching import bozorth3, extract_minutiae, native_available
 
     images, labels, source = _prints(n_fingers=6, per_finger=3)
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     minutiae = [extract_minutiae(img) for img in images]
-    t_extract = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    t_extract = time.process_time() - t0
+    t0 = time.process_time()
     scores = [compute_nfiq2(img, minutiae=m).score for img, m in zip(images, minutiae)]
-    t_nfiq = time.perf_counter() - t0
+    t_nfiq = time.process_time() - t0
     pairs = [(a, b) for a in range(len(images)) for b in range(a + 1, len(images))]
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     match = [bozorth3(minutiae[a], minutiae[b], images[a].shape[0], images[b].shape[0],
                       images[a].shape[1], images[b].shape[1]) for a, b in pairs]
-    t_match = time.perf_counter() - t0
+    t_match = time.process_time() - t0
+    # what `biomint evaluate` runs: a chunk of pairs, each template packed for NBIS once
+    from evaluation.fingerprint_matching import score_pair_chunk
+    chunk = ("bozorth3", {str(k): (m, img.shape[:2]) for k, (m, img) in enumerate(zip(minutiae, images))},
+             [(f"{a}-{b}", str(a), str(b)) for a, b in pairs])
+    t0 = time.process_time()
+    chunked = [score for _, score in score_pair_chunk(chunk)]
+    t_chunk = time.process_time() - t0
+    assert chunked == [float(m) for m in match]
     mated = np.array([labels[a] == labels[b] for a, b in pairs])
     slap_ms = _slap_timings(images[::3][:4])
 
@@ -116,7 +126,9 @@ def test_bench_evaluation():
         "quality_images_per_s_per_core": len(images) / (t_extract + t_nfiq),
         "mindtct_ms_per_image": 1000 * t_extract / len(images),
         "nfiq2_style_ms_per_image": 1000 * t_nfiq / len(images),
-        "bozorth3_pairs_per_s_per_core": len(pairs) / t_match,
+        "bozorth3_pairs_per_s_per_core": len(pairs) / t_chunk,
+        "bozorth3_pairs_per_s_per_core_per_pair_api": len(pairs) / t_match,
+        "bozorth3_target_per_core": 80.0, "bozorth3_meets_target": bool(len(pairs) / t_chunk >= 80.0),
         "nfiq2_style_median": float(np.median(scores)),
         "mated_bozorth3_min": float(np.min(np.array(match)[mated])),
         "nonmated_bozorth3_max": float(np.max(np.array(match)[~mated])),
