@@ -204,9 +204,14 @@ def _main(argv: list[str]) -> None:
             sys.exit(SUBCOMMANDS[argv[0]](argv[1:]))
         except BAD_INPUT_ERRORS as e:
             fail_bad_input(str(e))
-    from pipeline.precheck import precheck_overrides
+    from pipeline.precheck import plain_run_overrides, precheck_overrides
 
     try:
+        overrides = plain_run_overrides(argv)
+        if overrides is not None:
+            from pipeline.hydra_run import run_once
+
+            return run_once(overrides, hydra_main.__wrapped__)     # one composition, not three
         precheck_overrides(argv)
     except BAD_INPUT_ERRORS as e:
         fail_bad_input(str(e))

@@ -5,6 +5,7 @@ For a --multirun sweep every value of every swept key is checked.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 
 from hydra import compose, initialize_config_dir
@@ -23,8 +24,26 @@ MAX_SWEEP_COMBINATIONS = 64
 
 
 def precheck_overrides(argv: list[str]) -> None:
+    for overrides in override_combinations(argv):
+        check_one(overrides)
+
+
+def plain_run_overrides(argv: list[str]) -> list[str] | None:
+    """The overrides of a plain run (key=value arguments only: no flag, no sweep), or None
+    when Hydra's own command line must handle `argv` (--multirun, --cfg, --help...).
+    Raises ConfigError for a command line that cannot be parsed or a sweep without --multirun."""
+    if any(a.startswith("-") for a in argv):
+        return None
+    (overrides,) = override_combinations(argv)
+    return overrides
+
+
+def override_combinations(argv: list[str]) -> list[list[str]]:
+    """Every combination of override values the command line asks for: one list for a plain
+    run, one per swept value for --multirun (at most MAX_SWEEP_COMBINATIONS), none when a
+    flag hands the command line to Hydra as it is."""
     if any(a in PASS_THROUGH_FLAGS or a.split("=")[0] in PASS_THROUGH_FLAGS for a in argv):
-        return
+        return []
     overrides = [a for a in argv if not a.startswith("-")]
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
@@ -40,26 +59,37 @@ def precheck_overrides(argv: list[str]) -> None:
         key = o.get_key_element()
         values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
         choices.append([f"{key}={v}" for v in values] if not o.is_delete() else [o.input_line])
-    for combination in itertools.islice(itertools.product(*choices), MAX_SWEEP_COMBINATIONS):
-        check_one(list(combination))
+    return [list(c) for c in itertools.islice(itertools.product(*choices), MAX_SWEEP_COMBINATIONS)]
+
+
+@contextlib.contextmanager
+def composition_errors(overrides: list[str]):
+    """Hydra's and OmegaConf's composition errors as ConfigError (one sentence)."""
+    try:
+        yield
+    except MissingConfigException as e:
+        raise ConfigError(_missing_option_sentence(str(e))) from None
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(_override_sentence(e, overrides)) from None
 
 
 def compose_checked(overrides: list[str]):
     """The composed config of `overrides`; ConfigError (one sentence) for a bad one."""
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        try:
-            return compose("config", overrides=overrides)
-        except MissingConfigException as e:
-            raise ConfigError(_missing_option_sentence(str(e))) from None
-        except (HydraException, OmegaConfBaseException) as e:
-            raise ConfigError(_override_sentence(e, overrides)) from None
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"), composition_errors(overrides):
+        return compose("config", overrides=overrides)
 
 
 def check_one(overrides: list[str]) -> None:
+    check_composed(compose_checked(overrides))
+
+
+def check_composed(cfg) -> None:
+    """Every check a run makes before it writes anything (the config composed without
+    Hydra's own `hydra` node)."""
     from pipeline.config import check_config, check_writable, resolve_output_dir, to_config
     from pipeline.runner import active_stages
 
-    config = to_config(compose_checked(overrides))
+    config = to_config(cfg)
     check_config(config)
     active_stages(config)
     check_writable(resolve_output_dir(config.output_dir))
