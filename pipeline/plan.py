@@ -60,9 +60,9 @@ def probe(stage, stage_config, seed: int) -> tuple[float, float, float, list[dic
     rows (what the pair estimate counts), and files of no one sample per sample."""
     from pipeline.stages import StageContext, stage_device
     from pipeline.stages.base import assign_files
-    from pipeline.worker import resolve_device, single_thread_torch
+    from pipeline.worker import one_thread_per_worker, resolve_device
 
-    single_thread_torch()
+    one_thread_per_worker()
     with tempfile.TemporaryDirectory(prefix="biomint-plan-") as tmp:
         context = StageContext(root=Path(tmp), seed=seed, device=resolve_device(stage_device(stage_config)))
         getattr(stage, "warm_up", lambda: None)()

@@ -239,11 +239,11 @@ def find_row(root: Path, sample_id: str) -> tuple[object, dict]:
 def regenerate_sample(root: Path, sample_id: str, out_file: Path, device: str = "cpu") -> tuple[bool, dict, str]:
     """Rebuild one sample's image from its manifest row and dataset.json;
     (bytes match?, row, the generator_version of the code that rebuilt it)."""
-    from pipeline.worker import single_thread_torch
+    from pipeline.worker import one_thread_per_worker
 
     # the workers that minted the sample ran torch on one thread; CPU kernels may sum in
     # another order on several, so rebuild it the same way
-    single_thread_torch()
+    one_thread_per_worker()
     root = Path(root)
     out_file = Path(out_file)
     if out_file.is_dir():

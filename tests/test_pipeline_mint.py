@@ -196,3 +196,34 @@ def test_a_shard_that_keeps_failing_is_reported_with_its_subjects(tmp_path):
     meta = json.loads((tmp_path / "ds" / "dataset.json").read_text())
     assert meta["status"] == "in_progress"
 
+
+
+def test_a_worker_runs_torch_and_opencv_on_one_thread_each():
+    """One worker per core: a worker process of a real LocalCluster, after its warm-up, and the
+    in-process worker of a one-worker run, keep torch and OpenCV to one thread (OpenCV's pool
+    ignores OMP_NUM_THREADS)."""
+    import cv2
+    from dask.distributed import Client, LocalCluster
+
+    from pipeline.worker import one_thread_per_worker, warm_up
+
+    def threads() -> tuple[int, int]:
+        import cv2
+        import torch
+
+        return torch.get_num_threads(), cv2.getNumThreads()
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        client.run(warm_up, ["fingerprint"])
+        assert list(client.run(threads).values()) == [(1, 1)]
+    import torch
+
+    before = threads()
+    try:
+        cv2.setNumThreads(2)
+        one_thread_per_worker()
+        assert threads() == (1, 1)
+    finally:
+        torch.set_num_threads(before[0])
+        cv2.setNumThreads(before[1])

@@ -3,9 +3,10 @@
 10^5 samples), and, for tar, every sample read back by the `webdataset` package with its
 sha256 checked against the manifest.
 
-Run:  BIOMINT_MEMORY_FINGERS=11000 .venv/bin/python -m pytest -q -m bench tests/bench/bench_memory.py -s
-      (11,000 fingers of the default preset = 99,000 prints + 200 latents, ~1.4 h per storage on
-      2 cores; the default, 1,100 fingers, is ~10^4 samples in ~10 min per storage)
+Run:  BIOMINT_MEMORY_FINGERS=11200 .venv/bin/python -m pytest -q -m bench tests/bench/bench_memory.py -s
+      (11,200 fingers of the default preset = 100,800 prints + up to 200 latents, ~35 min per
+      storage on 2 cores; the default, 1,100 fingers, is ~10^4 samples in ~4 min per storage;
+      BIOMINT_MEMORY_STORAGES=tar runs one storage)
 Writes tests/bench/results/memory.json: peaks, the RSS trace (so that a flat client can be
 seen, not just a low peak), samples/s, and the read-back check.
 """
