@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_biomint
+from conftest import FP32_KERNEL_ROUNDING, run_biomint
 from pixel_embedder import PixelEmbedder
 from pipeline.sharding import Shard
 from pipeline.stages import face as stage
@@ -39,8 +39,8 @@ def test_load_generator_builds_stylegan3_and_draws_the_reference_pixels(name):
             image = g.synthesis(ws, noise_mode="const")
     finally:
         torch.set_num_threads(threads)
-    assert np.array_equal(ws.numpy(), np.load(FIXTURES / f"{name}_ws.npy"))
-    assert np.array_equal(image.numpy(), np.load(FIXTURES / f"{name}_img.npy"))
+    assert np.abs(ws.numpy() - np.load(FIXTURES / f"{name}_ws.npy")).max() <= FP32_KERNEL_ROUNDING
+    assert np.abs(image.numpy() - np.load(FIXTURES / f"{name}_img.npy")).max() <= FP32_KERNEL_ROUNDING
     assert 0 < fine_layer_start(g) < g.num_ws
 
 
