@@ -3,20 +3,11 @@ leave what `@hydra.main` leaves: the same dataset, the same `.hydra/` record, th
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 
-SCRIPT = Path(sys.executable).with_name("biomint")
-
-
-def _biomint(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    command = [str(SCRIPT)] if SCRIPT.is_file() else [sys.executable, "-m", "pipeline.cli"]
-    return subprocess.run([*command, *args], capture_output=True, text=True, cwd=cwd,
-                          env={**os.environ, "HYDRA_FULL_ERROR": "0"})
+from conftest import run_biomint
 
 
 def _hydra_record(here: Path) -> dict:
@@ -31,7 +22,7 @@ def test_a_plain_run_leaves_what_hydra_main_leaves(tmp_path):
     for path in ("single", "hydra_main"):
         here = tmp_path / path
         flag = ["--run"] if path == "hydra_main" else []
-        result = _biomint(*flag, "dataset=smoke", f"output_dir={here / 'ds'}", f"hydra.run.dir={here / 'run'}",
+        result = run_biomint(*flag, "dataset=smoke", f"output_dir={here / 'ds'}", f"hydra.run.dir={here / 'run'}",
                           cwd=tmp_path)
         assert result.returncode == 0, result.stderr[-2000:]
         meta = json.loads((here / "ds" / "dataset.json").read_text())
@@ -49,7 +40,7 @@ def test_a_plain_run_leaves_what_hydra_main_leaves(tmp_path):
 
 
 def test_a_bad_value_stops_a_plain_run_before_hydra_writes_its_run_directory(tmp_path):
-    result = _biomint("dataset=smoke", "fingerprint.fingers=-1", f"output_dir={tmp_path / 'ds'}", cwd=tmp_path)
+    result = run_biomint("dataset=smoke", "fingerprint.fingers=-1", f"output_dir={tmp_path / 'ds'}", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.startswith("biomint: fingerprint.fingers=-1 is not allowed") \
         and len(result.stderr.splitlines()) == 1, result.stderr

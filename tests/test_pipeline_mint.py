@@ -197,12 +197,12 @@ def test_a_shard_that_keeps_failing_is_reported_with_its_subjects(tmp_path):
     assert meta["status"] == "in_progress"
 
 
-
 def test_a_worker_runs_torch_and_opencv_on_one_thread_each():
     """One worker per core: a worker process of a real LocalCluster, after its warm-up, and the
     in-process worker of a one-worker run, keep torch and OpenCV to one thread (OpenCV's pool
     ignores OMP_NUM_THREADS)."""
     import cv2
+    import torch
     from dask.distributed import Client, LocalCluster
 
     from pipeline.worker import one_thread_per_worker, warm_up
@@ -217,8 +217,6 @@ def test_a_worker_runs_torch_and_opencv_on_one_thread_each():
             Client(cluster) as client:
         client.run(warm_up, ["fingerprint"])
         assert list(client.run(threads).values()) == [(1, 1)]
-    import torch
-
     before = threads()
     try:
         cv2.setNumThreads(2)
