@@ -23,8 +23,11 @@ TINY = ["dataset=smoke", "fingerprint.fingers=6", "pairs.non_mated=30"]
 # code that calls those kernels: measured up to 1.5e-6 on images in [-1, 1] and 5e-10 on w,
 # and 1.2e-3 (about one fp16 step) on the fp16 images. The parity tests accept that much and
 # no more; a real difference in the network (a missed gain, a flipped filter) is >= 1e-4.
-FP32_KERNEL_ROUNDING = 4e-6
-FP16_KERNEL_ROUNDING = 2 * 2.0 ** -10    # two fp16 steps at 1.0
+# With fixtures remade on the machine that runs the tests (tests/fixtures/face*/README.md),
+# BIOMINT_EXACT_PARITY=1 asks for the bit (seen on that AMD host too: max |d| = 0, fp32 and fp16).
+EXACT_PARITY = os.environ.get("BIOMINT_EXACT_PARITY", "") not in ("", "0")
+FP32_KERNEL_ROUNDING = 0.0 if EXACT_PARITY else 4e-6
+FP16_KERNEL_ROUNDING = 0.0 if EXACT_PARITY else 2 * 2.0 ** -10    # two fp16 steps at 1.0
 
 
 def compose_overrides(*overrides: str):

@@ -30,7 +30,7 @@ def test_missing_checkpoint_exits_2_with_one_sentence(tmp_path):
 
 
 def test_faces_and_fingerprints_in_one_dataset(tmp_path):
-    from test_face_stage import one_face_checkpoint
+    from photo_faces import one_face_checkpoint
 
     ckpt = one_face_checkpoint(tmp_path)
     root = tmp_path / "ds"

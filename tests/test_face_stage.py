@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from photo_faces import one_face_checkpoint
 from pixel_embedder import PixelEmbedder
 from generators.face import Generator, save_generator
 from pipeline.errors import BAD_INPUT_ERRORS, CheckpointError, ConfigError
@@ -145,60 +146,12 @@ def tiny_generator_kwargs() -> dict:
                 mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=256, channel_max=16))
 
 
-def one_face_checkpoint(folder: Path) -> Path:
-    """photo_generator of insightface's sample portrait, saved in `folder`; skips the test when
-    those photos are not installed."""
-    import importlib.util
-
+@pytest.mark.parametrize("network, num_ws", [("stylegan2", 12), ("stylegan3", 3)])
+def test_stage_with_real_sface_gates_duplicates_and_keeps_mated(tmp_path, network, num_ws):
     from PIL import Image
 
-    spec = importlib.util.find_spec("insightface")
-    photo = (Path(list(spec.submodule_search_locations)[0]) / "data/images/Tom_Hanks_54745.png"
-             if spec and spec.submodule_search_locations else None)
-    if photo is None or not photo.is_file():
-        pytest.skip("insightface's sample photos are not installed (pip install --no-deps insightface)")
-    gray = np.asarray(Image.open(photo).convert("L").resize((128, 128)), np.float32) / 255.0
-    return save_generator(photo_generator(gray), folder / "one_face.pt")[0]
-
-
-def photo_generator(photo_gray: np.ndarray, channels: int = 8) -> Generator:
-    """A 128² generator whose every output is one real face (the photo sits in the last
-    layer's noise_const; z only tints it through the ToRGB styles): every identity candidate
-    is the same person, so the real distinctness gate must keep exactly one."""
-    torch.manual_seed(0)
-    g = Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=128, img_channels=3,
-                  mapping_kwargs=dict(num_layers=2),
-                  synthesis_kwargs=dict(channel_base=1024, channel_max=channels))
-    with torch.no_grad():
-        for res in g.synthesis.block_resolutions:
-            getattr(g.synthesis, f"b{res}").torgb.weight.zero_()
-            getattr(g.synthesis, f"b{res}").torgb.bias.zero_()
-        last = g.synthesis.b128
-        last.conv1.weight.zero_()
-        last.conv1.bias.zero_()
-        last.conv1.noise_strength.fill_(1.0)
-        last.conv1.noise_const.copy_(torch.from_numpy(photo_gray))
-        last.torgb.affine.weight.normal_(0, 0.02)
-        last.torgb.affine.bias.fill_(1.0)
-        # lrelu gain sqrt(2), styles 1/sqrt(C): these weights make the image 2 * photo - 1.
-        last.torgb.weight.fill_(2.0 / np.sqrt(2) * np.sqrt(channels) / channels)
-        last.torgb.bias.fill_(-1.0)
-    return g
-
-
-def test_stage_with_real_sface_gates_duplicates_and_keeps_mated(tmp_path, monkeypatch):
-    import importlib.util
-
-    from PIL import Image
-
-    spec = importlib.util.find_spec("insightface")
-    photo = (Path(list(spec.submodule_search_locations)[0]) / "data/images/Tom_Hanks_54745.png"
-             if spec and spec.submodule_search_locations else None)
-    if photo is None or not photo.is_file():
-        pytest.skip("insightface's sample photos are not installed (pip install --no-deps insightface)")
+    ckpt = one_face_checkpoint(tmp_path, network)
     pytest.importorskip("evaluation.face_embedding")
-    gray = np.asarray(Image.open(photo).convert("L").resize((128, 128)), np.float32) / 255.0
-    ckpt, _ = save_generator(photo_generator(gray), tmp_path / "one_face.pt")
     c = stage.typed({"checkpoint": str(ckpt), "identities": 3, "images_per_identity": 3,
                      "max_candidates": 2, "random_noise": False, "device": "cpu"})
     rows, dropped = _mint(c, tmp_path / "ds", [(0, 3)])
@@ -212,6 +165,6 @@ def test_stage_with_real_sface_gates_duplicates_and_keeps_mated(tmp_path, monkey
     truth = (tmp_path / "ds" / rows[0]["truth_path"]).read_text()
     assert "landmarks_5" in truth
     with np.load(tmp_path / "ds" / "truth/face/00000000/identity.npz") as ident:
-        assert ident["z"].shape == (16,) and ident["ws"].shape == (12, 16)
+        assert ident["z"].shape == (16,) and ident["ws"].shape == (num_ws, 16)
     crop = Image.open(tmp_path / "ds" / rows[0]["params"]["aligned_path"])
     assert crop.size == (112, 112)

@@ -1,18 +1,21 @@
 """StyleGAN3 snapshots through the whole face path: `load_generator` picks Generator3 and draws
 the reference's pixels, the face stage mints rows that regenerate byte-exact, and the console
-script runs a dataset with one (random weights draw no face a real detector finds, so the
-stand-in recognizer of the stage tests decides the gate in-process)."""
+script mints a dataset of real faces with one (a StyleGAN3 that draws a photo, judged by the real
+YuNet + SFace gate) and fails a run whose random-weight snapshot draws no face."""
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 
 from conftest import FP32_KERNEL_ROUNDING, run_biomint
+from photo_faces import one_face_checkpoint
 from pixel_embedder import PixelEmbedder
 from pipeline.sharding import Shard
 from pipeline.stages import face as stage
@@ -59,19 +62,48 @@ def test_the_face_stage_mints_and_regenerates_with_a_stylegan3_snapshot(tmp_path
     assert hashlib.sha256(again).hexdigest() == rows[-1]["sha256"]
 
 
-def test_a_dataset_with_a_stylegan3_checkpoint_runs_end_to_end_and_validates(tmp_path):
+def test_a_dataset_minted_with_a_stylegan3_face_checkpoint_holds_real_faces_that_validate(tmp_path):
+    """The console script with a StyleGAN3 that draws one real face (photo_faces), the real
+    YuNet + SFace gate and the default drop limit: every sample is kept, its truth holds the
+    detector's landmarks, and validate and regenerate agree with what was minted."""
+    ckpt = one_face_checkpoint(tmp_path, "stylegan3")
     root = tmp_path / "ds"
-    args = ["dataset=smoke", f"output_dir={root}", f"face.checkpoint={FIXTURES / 'sg3t.pkl'}",
-            "face.identities=2", "face.images_per_identity=2", "face.max_candidates=2", "face.max_drop_fraction=1.0",
-            "cluster.workers=1"]
-    result = run_biomint(*args)
+    args = ["dataset=smoke", f"output_dir={root}", f"face.checkpoint={ckpt}", "face.identities=1",
+            "face.images_per_identity=3", "face.max_candidates=2", "cluster.workers=1"]
+    result = run_biomint(*args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"face: 3 samples minted, 0 dropped in ", result.stdout + result.stderr)
     meta = json.loads((root / "dataset.json").read_text())
     assert set(meta["stages"]) == {"fingerprint", "face"} and meta["status"] == "complete"
+    assert meta["stages"]["face"]["rows"] == 3
+    rows = pq.read_table(root / "manifest/face").to_pylist()
+    assert sorted(r["sample_id"] for r in rows) == [f"face-00000000-0{k}" for k in range(3)]
+    for row in rows:
+        assert (row["width"], row["height"]) == (128, 128)
+        assert "landmarks_5" in (root / row["truth_path"]).read_text()
+        if not row["params"]["anchor"]:
+            assert row["params"]["similarity"] > 0.9     # SFace: the same person as the anchor
+    checked = run_biomint("validate", str(root), cwd=tmp_path)
+    assert checked.returncode == 0 and "face: 3 samples" in checked.stdout, checked.stdout[-3000:]
+    again = run_biomint("regenerate", str(root), "face-00000000-02", str(tmp_path / "again.png"), cwd=tmp_path)
+    assert again.returncode == 0 and "matches" in again.stdout, again.stdout + again.stderr
+
+
+def test_a_random_weight_stylegan3_snapshot_fails_the_run_on_its_drop_rate_with_one_sentence(tmp_path):
+    root = tmp_path / "ds"
+    args = ["dataset=smoke", f"output_dir={root}", f"face.checkpoint={FIXTURES / 'sg3t.pkl'}",
+            "face.identities=2", "face.images_per_identity=2", "face.max_candidates=2", "cluster.workers=1"]
+    result = run_biomint(*args, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    [sentence] = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("biomint:")]
+    assert re.fullmatch(r"biomint: face: [234] of 4 samples were dropped \(.*more than face\.max_drop_fraction=0\.2\), "
+                        r"most for .*is face\.checkpoint a face generator \(StyleGAN2 or StyleGAN3 trained on faces\)\?.*",
+                        sentence), sentence
     gates = [json.loads(p.read_text()) for p in (root / "truth/face/_gate").glob("part-*.json")]
-    # the stage drew StyleGAN3 faces and judged them: at least one candidate per identity
+    # the stage drew StyleGAN3 images and judged them: at least one candidate per identity
     assert sum(g["candidates"] for g in gates) >= 2
-    assert run_biomint("validate", str(root)).returncode == 0
+    assert json.loads((root / "dataset.json").read_text())["status"] == "in_progress"
 
 
 def test_a_conditional_checkpoint_draws_the_chosen_class_and_refuses_a_missing_one(tmp_path, monkeypatch):

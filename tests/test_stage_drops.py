@@ -15,7 +15,8 @@ from generators.face import Generator, save_generator
 from pipeline.drops import DropTally, too_many_dropped
 from pipeline.errors import ConfigError
 from pipeline.stages import face as face_stage
-from test_face_stage import one_face_checkpoint, tiny_generator_kwargs
+from photo_faces import one_face_checkpoint
+from test_face_stage import tiny_generator_kwargs
 
 # Two fingers: the fingerprint stage has to run, but the faces are what these tests are about.
 SMALL = ["dataset=smoke", "fingerprint.fingers=2", "pairs.non_mated=5", "cluster.workers=1"]
@@ -48,7 +49,7 @@ def face_stats(root) -> dict[str, tuple[int, str]]:
 TOO_MANY = re.compile(
     r'biomint: face: (\d) of 8 samples were dropped \(\d+(\.\d+)?%, more than face\.max_drop_fraction=0\.2\), '
     r'most for "no distinct face in 16 candidates: [^"]+" \(\d×\): is face\.checkpoint a face generator '
-    r'\(StyleGAN2 trained on faces\)\? a random or non-face model draws [^;]+(; [^;]+)?; the dataset is left '
+    r'\(StyleGAN2 or StyleGAN3 trained on faces\)\? a random or non-face model draws [^;]+(; [^;]+)?; the dataset is left '
     r'in_progress, and rerunning with face\.max_drop_fraction=(\d\.\d+) accepts these drops without minting '
     r'anything again')
 

@@ -155,7 +155,7 @@ def max_drop_fraction(config: Any) -> float:
 
 
 # (words of a drop reason, its likely cause when many samples are dropped for it)
-_NOT_FACES = "is face.checkpoint a face generator (StyleGAN2 trained on faces)? a random or non-face model draws"
+_NOT_FACES = "is face.checkpoint a face generator (StyleGAN2 or StyleGAN3 trained on faces)? a random or non-face model draws"
 DROP_CAUSES = (("no face the detector finds", f"{_NOT_FACES} no face the detector finds"),
                ("too close to an earlier identity", f"{_NOT_FACES} look-alikes the gate takes for one person; "
                 "with a face model, raise face.gate_threshold or face.max_candidates"),
