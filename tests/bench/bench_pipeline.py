@@ -1,5 +1,5 @@
-"""Pipeline benchmark: samples/s with 1 and 2 workers (parallel efficiency) and per-shard
-overhead, on the real fingerprint stage at the default canvas, and the end-to-end rate per
+"""Pipeline benchmark: samples/s with 1 and 2 workers in alternating pairs (parallel efficiency,
+the median pair; target 0.85) and per-shard overhead, on the real fingerprint stage at the default canvas, and the end-to-end rate per
 core (samples per CPU second of the shards: generation, PNG, truth files, manifest parts; target
 60). Writes tests/bench/results/pipeline.json. Run with `make bench` (timings on a shared machine are noisy).
 """
@@ -23,6 +23,8 @@ SIZE = ["dataset=default", "fingerprint.fingers=40", "fingerprint.positions=[2,7
         "pairs.non_mated=100", "latent.per_finger=0"]
 SAMPLES = 40 * (8 + 1)
 TARGET_PER_CORE = 60.0   # samples/s per core, end to end ("Speed measured end to end")
+TARGET_EFFICIENCY = 0.85  # 2 workers' samples/s over twice one worker's, same issue
+PAIRS = 3
 
 
 def mint_timed(root: Path, *overrides: str) -> dict:
@@ -38,9 +40,17 @@ def mint_timed(root: Path, *overrides: str) -> dict:
 
 @pytest.mark.bench
 def test_pipeline_throughput_and_shard_overhead(tmp_path):
-    one = mint_timed(tmp_path / "w1", "cluster.workers=1", "dataset.shard_size=2")
-    two = mint_timed(tmp_path / "w2", "cluster.workers=2", "dataset.shard_size=2")  # 10 shards, 5 each
-    efficiency = two["samples_per_s"] / (2 * one["samples_per_s"])
+    # Alternating 1- and 2-worker runs (the issue's method: these VMs' speed drifts by 10-20 %
+    # over a minute), efficiency per adjacent pair, the median pair reported.
+    pairs = []
+    for k in range(PAIRS):
+        one = mint_timed(tmp_path / f"w1-{k}", "cluster.workers=1", "dataset.shard_size=2")
+        two = mint_timed(tmp_path / f"w2-{k}", "cluster.workers=2", "dataset.shard_size=2")  # 10 shards
+        pairs.append((one, two))
+    efficiencies = [two["samples_per_s"] / (2 * one["samples_per_s"]) for one, two in pairs]
+    median = sorted(range(PAIRS), key=efficiencies.__getitem__)[PAIRS // 2]
+    one, two = pairs[median]
+    efficiency = efficiencies[median]
     # Per-shard overhead: worker time not spent inside the stage's run_shard, per shard
     # (scheduling, pickling, Parquet part + stats writing), measured with one subject per shard.
     small = mint_timed(tmp_path / "s1", "cluster.workers=1", "dataset.shard_size=1")
@@ -49,19 +59,24 @@ def test_pipeline_throughput_and_shard_overhead(tmp_path):
         "benchmark": "pipeline",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "node": platform.node()},
         "dataset": SIZE,
-        "one_worker": one,
+        "one_worker": one,          # the median pair
         "two_workers": two,
         "parallel_efficiency": round(efficiency, 3),
+        "parallel_efficiency_per_pair": [round(e, 3) for e in efficiencies],
+        "parallel_efficiency_target": TARGET_EFFICIENCY,
+        "samples_per_s_per_pair": [[a["samples_per_s"], b["samples_per_s"]] for a, b in pairs],
         # CPU per sample with 1 worker / with 2: the pipeline's own parallel cost, whatever the load
         "cpu_efficiency": round(one["cpu_seconds"] / two["cpu_seconds"], 3),
         "one_subject_per_shard": small,
         "per_shard_overhead_s": round(overhead, 4),
         # the "Speed measured end to end" headline: samples (8 plain + 1 rolled per finger) per
         # CPU second of the shards, generation + PNG + truth files + manifest parts included
-        "end_to_end_samples_per_s_per_core": {name: round(run["samples"] / run["cpu_seconds"], 2)
-                                              for name, run in (("one_worker", one), ("two_workers", two))},
+        "end_to_end_samples_per_s_per_core": {
+            name: round(sum(run["samples"] for run in runs) / sum(run["cpu_seconds"] for run in runs), 2)
+            for name, runs in (("one_worker", [a for a, _ in pairs]), ("two_workers", [b for _, b in pairs]))},
         "end_to_end_target_per_core": TARGET_PER_CORE,
-        "meets_end_to_end_target": bool(one["samples"] / one["cpu_seconds"] >= TARGET_PER_CORE),
+        "meets_end_to_end_target": bool(sum(a["samples"] for a, _ in pairs)
+                                        / sum(a["cpu_seconds"] for a, _ in pairs) >= TARGET_PER_CORE),
         "load_average_1min": round(os.getloadavg()[0], 2),
         "note": "samples/s over the stage's wall time (cluster start and worker imports excluded); "
                 "cpu_utilisation < ~0.9 means the cores were shared with other processes",
@@ -69,5 +84,5 @@ def test_pipeline_throughput_and_shard_overhead(tmp_path):
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
-    assert one["samples"] == two["samples"] == small["samples"] == SAMPLES
+    assert all(a["samples"] == b["samples"] == SAMPLES for a, b in pairs) and small["samples"] == SAMPLES
     assert efficiency > 0
