@@ -1,27 +1,34 @@
-"""The boundary-fitting command on a tiny random network: labels, fit, file, and that moving
-along the fitted brightness normal really brightens the rendered images."""
+"""The boundary-fitting command on tiny random networks (StyleGAN2 and StyleGAN3): labels, fit,
+file, and that moving along the fitted brightness normal really brightens the rendered images."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
-from generators.face import Generator, checkpoint_sha256, load_boundaries, load_generator, save_generator
+from generators.face import Generator, Generator3, checkpoint_sha256, load_boundaries, load_generator, save_generator
 from generators.face.editing import apply_edits
 from generators.face.identities import map_latents, render
 from generators.face.labellers import brightness_scores
 from pipeline.face_boundaries import fit_boundaries_main
 
 
-def _checkpoint(tmp_path):
+def _checkpoint(tmp_path, network: str = "stylegan2"):
     torch.manual_seed(1)
-    g = Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=16, img_channels=3,
-                  mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=128, channel_max=16))
-    return save_generator(g, tmp_path / "tiny.pt")[0]
+    if network == "stylegan3":
+        g = Generator3(z_dim=16, c_dim=0, w_dim=16, img_resolution=16, img_channels=3,
+                       mapping_kwargs=dict(num_layers=2), channel_base=256, channel_max=16, num_layers=4,
+                       num_critical=1)
+    else:
+        g = Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=16, img_channels=3,
+                      mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=128, channel_max=16))
+    return save_generator(g, tmp_path / f"tiny_{network}.pt")[0]
 
 
-def test_fit_boundaries_command_writes_usable_boundaries(tmp_path, capsys):
-    ckpt = _checkpoint(tmp_path)
+@pytest.mark.parametrize("network", ["stylegan2", "stylegan3"])
+def test_fit_boundaries_command_writes_usable_boundaries(tmp_path, capsys, network):
+    ckpt = _checkpoint(tmp_path, network)
     labels = tmp_path / "labels.csv"
     rows = ["index,age"] + [f"{i},{20 + (i * 37) % 50}" for i in range(0, 200, 2)]
     labels.write_text("\n".join(rows) + "\n")
@@ -36,6 +43,7 @@ def test_fit_boundaries_command_writes_usable_boundaries(tmp_path, capsys):
     assert bs.info["brightness"]["accuracy"] > 0.8 and bs.info["age"]["labelled"] == 100
 
     g = load_generator(ckpt)
+    assert isinstance(g, Generator3) == (network == "stylegan3")
     z = np.random.default_rng(5).standard_normal((8, 16)).astype(np.float32)
     ws = map_latents(g, z, 0.7, None, torch.device("cpu"))
     n = {"b": bs.normals["brightness"]}
