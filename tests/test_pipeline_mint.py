@@ -225,3 +225,23 @@ def test_a_worker_runs_torch_and_opencv_on_one_thread_each():
     finally:
         torch.set_num_threads(before[0])
         cv2.setNumThreads(before[1])
+
+
+@pytest.mark.parametrize("dashboard", [False, True])
+def test_a_local_cluster_nobody_watches_does_not_profile_its_workers(dashboard):
+    """cluster.dashboard=false (the default): the workers do not sample their stacks for the
+    dashboard's profile and the event loops are checked less often (measured: that monitoring
+    took 0.35-0.55 s of CPU per 7 s stage on 2 cores); cluster.dashboard=true keeps it all."""
+    import dask
+
+    from pipeline.cluster import open_local
+    from pipeline.config import LocalClusterConfig
+
+    def profiling() -> bool:
+        import dask
+
+        return bool(dask.config.get("distributed.worker.profile.enabled"))
+
+    with open_local(LocalClusterConfig(workers=2, dashboard=dashboard), wants_gpu=False) as client:
+        assert list(client.run(profiling).values()) == [dashboard, dashboard]
+    assert dask.config.get("distributed.worker.profile.enabled")      # the client's own config is back
