@@ -22,9 +22,16 @@ WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THRE
 # machine the client process (scheduler and nannies) competes with both workers for the cores:
 # measured over 4 alternating 2-worker runs of 360 prints, the client's CPU per stage fell from
 # 0.34-0.55 s to 0.16-0.20 s and the stage took 5.2-6.4 s instead of 6.1-7.7 s.
-UNWATCHED_CLUSTER = {"distributed.worker.profile.enabled": False,
-                     "distributed.admin.tick.interval": "500ms",
+UNWATCHED_WORKER = {"distributed.worker.profile.enabled": False}
+UNWATCHED_CLUSTER = {**UNWATCHED_WORKER, "distributed.admin.tick.interval": "500ms",
                      "distributed.admin.system-monitor.interval": "2s"}
+
+
+def dask_env(settings: dict) -> dict[str, str]:
+    """Dask settings as the environment variables Dask reads at start (SLURM workers are
+    started by a job script, not by this process): a.b-c -> DASK_A__B_C."""
+    return {"DASK_" + key.upper().replace(".", "__").replace("-", "_"): str(value)
+            for key, value in settings.items()}
 
 
 def quiet_dask_logs() -> None:
@@ -187,7 +194,7 @@ def slurm_cluster(cfg):
     return SLURMCluster(queue=cfg.queue, account=cfg.account, cores=cfg.cores, processes=cfg.processes,
                         memory=cfg.memory, walltime=cfg.walltime, job_extra_directives=directives,
                         job_script_prologue=list(cfg.job_script_prologue)
-                        + [f"export {k}={v}" for k, v in WORKER_ENV.items()],
+                        + [f"export {k}={v}" for k, v in {**WORKER_ENV, **dask_env(UNWATCHED_WORKER)}.items()],
                         log_directory=cfg.log_directory, local_directory=cfg.local_directory)
 
 

@@ -84,7 +84,8 @@ def test_slurm_cluster_renders_a_job_script(compose_config):
         cluster.close()
     assert script.startswith("#!/usr/bin/env bash")
     for line in ("#SBATCH -p gpu", "#SBATCH -A lab", "#SBATCH --cpus-per-task=8", "#SBATCH -t 00:30:00",
-                 "#SBATCH --gres=gpu:1", "export OMP_NUM_THREADS=1"):
+                 "#SBATCH --gres=gpu:1", "export OMP_NUM_THREADS=1",
+                 "export DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False"):
         assert line in script
     assert "--nthreads 1" in script and "--nworkers 8" in script
 
