@@ -69,6 +69,11 @@ def run_biomint(*args: str, cwd: Path | None = None, timeout: float = 300) -> su
                           timeout=timeout)
 
 
+def biomint_lines(result: subprocess.CompletedProcess) -> list[str]:
+    """The one-sentence errors a run printed (lines that start with "biomint:")."""
+    return [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("biomint:")]
+
+
 def kill_after_shards(args: list[str], stats_dir: Path, shards: int, cwd: Path, timeout: float = 240) -> int:
     """Start the console script with `args`, SIGKILL its whole process group once `shards`
     shard stats are written (or at `timeout`), and return how many were done at the kill."""

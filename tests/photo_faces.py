@@ -19,19 +19,26 @@ import torch
 
 from generators.face import Generator, Generator3, save_generator
 
-PORTRAIT = "data/images/Tom_Hanks_54745.png"
+PORTRAIT = "Tom_Hanks_54745.png"     # one person; t1.jpg is a group photo
+
+
+def insightface_images() -> Path | None:
+    """The folder of insightface's sample photos (installed with its wheel), or None."""
+    spec = importlib.util.find_spec("insightface")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(list(spec.submodule_search_locations)[0]) / "data" / "images"
+    return folder if (folder / "t1.jpg").is_file() and (folder / PORTRAIT).is_file() else None
 
 
 def portrait_gray(size: int = 128) -> np.ndarray:
     """insightface's sample portrait, grey, size x size, in [0, 1]; skips the test without it."""
     from PIL import Image
 
-    spec = importlib.util.find_spec("insightface")
-    photo = (Path(list(spec.submodule_search_locations)[0]) / PORTRAIT
-             if spec and spec.submodule_search_locations else None)
-    if photo is None or not photo.is_file():
+    folder = insightface_images()
+    if folder is None:
         pytest.skip("insightface's sample photos are not installed (pip install --no-deps insightface)")
-    return np.asarray(Image.open(photo).convert("L").resize((size, size)), np.float32) / 255.0
+    return np.asarray(Image.open(folder / PORTRAIT).convert("L").resize((size, size)), np.float32) / 255.0
 
 
 def photo_generator(photo_gray: np.ndarray, channels: int = 8) -> Generator:

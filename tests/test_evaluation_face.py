@@ -1,27 +1,19 @@
 """Face embedder on real photos (the images bundled in the insightface wheel) and its errors."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from photo_faces import insightface_images
 from evaluation.errors import EvaluationInputError, ModelFileNotFoundError
 from evaluation.face_embedding import (ARCFACE_TEMPLATE_112, SFACE_COSINE_THRESHOLD,
                                        make_face_embedder, norm_crop, similarity_transform)
 
 
-def _insightface_images() -> Path | None:
-    spec = importlib.util.find_spec("insightface")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    folder = Path(list(spec.submodule_search_locations)[0]) / "data" / "images"
-    return folder if (folder / "t1.jpg").is_file() else None
-
-
-IMAGES = _insightface_images()
+IMAGES = insightface_images()
 needs_photos = pytest.mark.skipif(
     IMAGES is None, reason="real test photos come from the insightface wheel: "
                            "pip install --no-deps insightface (test extra)")

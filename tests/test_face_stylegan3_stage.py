@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from conftest import FP32_KERNEL_ROUNDING, run_biomint
+from conftest import FP32_KERNEL_ROUNDING, biomint_lines, run_biomint
 from photo_faces import one_face_checkpoint
 from pixel_embedder import PixelEmbedder
 from pipeline.sharding import Shard
@@ -96,7 +96,7 @@ def test_a_random_weight_stylegan3_snapshot_fails_the_run_on_its_drop_rate_with_
     result = run_biomint(*args, cwd=tmp_path)
     assert result.returncode == 1, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
-    [sentence] = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("biomint:")]
+    [sentence] = biomint_lines(result)
     assert re.fullmatch(r"biomint: face: [234] of 4 samples were dropped \(.*more than face\.max_drop_fraction=0\.2\), "
                         r"most for .*is face\.checkpoint a face generator \(StyleGAN2 or StyleGAN3 trained on faces\)\?.*",
                         sentence), sentence

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import biomint_lines
+
 pytestmark = pytest.mark.skipif(sys.platform != "linux",
                                 reason="peak memory is read as Linux ru_maxrss (KiB) in forked children")
 
@@ -375,7 +377,7 @@ def test_the_cli_refuses_a_zip_bomb_checkpoint_with_one_sentence_and_exit_2(tmp_
                         f"face.checkpoint={path}"], cwd=tmp_path, capture_output=True, text=True,
                        timeout=300, env={**os.environ, "HYDRA_FULL_ERROR": "0"})
     assert r.returncode == 2, r.stderr[-2000:]
-    lines = [line for line in (r.stderr + r.stdout).splitlines() if line.startswith("biomint:")]
+    lines = biomint_lines(r)
     assert len(lines) == 1 and "decompression bomb" in lines[0] and str(path) in lines[0], r.stderr
     assert "Traceback" not in r.stderr
     assert not (tmp_path / "ds").exists()

@@ -10,7 +10,7 @@ import re
 import pytest
 import torch
 
-from conftest import run_biomint
+from conftest import biomint_lines, run_biomint
 from generators.face import Generator, save_generator
 from pipeline.drops import DropTally, too_many_dropped
 from pipeline.errors import ConfigError
@@ -36,10 +36,6 @@ def faceless_generator() -> Generator:
             getattr(g.synthesis, f"b{res}").torgb.weight.zero_()
             getattr(g.synthesis, f"b{res}").torgb.bias.zero_()
     return g
-
-
-def biomint_lines(r) -> list[str]:
-    return [line for line in (r.stdout + r.stderr).splitlines() if line.startswith("biomint:")]
 
 
 def face_stats(root) -> dict[str, tuple[int, str]]:

@@ -106,9 +106,8 @@ def test_bench_evaluation():
     face = {}
     try:
         from evaluation.face_embedding import make_face_embedder
-        import importlib.util
-        spec = importlib.util.find_spec("insightface")
-        photo = Path(list(spec.submodule_search_locations)[0]) / "data/images/t1.jpg"
+        from photo_faces import insightface_images
+        photo = insightface_images() / "t1.jpg"
         import cv2
         img = cv2.cvtColor(cv2.imread(str(photo)), cv2.COLOR_BGR2RGB)
         emb = make_face_embedder("sface")

@@ -6,7 +6,6 @@ Writes tests/bench/results/face.json. Random weights cost exactly what trained o
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import platform
@@ -114,13 +113,13 @@ def _gate_cost() -> dict:
         start = time.perf_counter()
         max_cosine_blockwise(q, ref)
         out[f"max_cosine_ms_per_candidate_vs_{n}"] = round((time.perf_counter() - start) * 1000 / 64, 4)
-    spec = importlib.util.find_spec("insightface")
     try:
         from PIL import Image
 
         from evaluation.face_embedding import make_face_embedder
+        from photo_faces import PORTRAIT, insightface_images
         emb = make_face_embedder("sface")
-        photo = Path(list(spec.submodule_search_locations)[0]) / "data/images/Tom_Hanks_54745.png"
+        photo = insightface_images() / PORTRAIT
         face = np.asarray(Image.open(photo).convert("RGB").resize((256, 256)))
     except Exception as exc:  # the embedder or the photo is missing: report, do not fail
         out["embed_error"] = f"{type(exc).__name__}: {exc}"
