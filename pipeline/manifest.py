@@ -233,8 +233,29 @@ def atomic_path(path: Path):
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+    path = Path(path)
+    try:
+        _write_replacing(path, data)
+    except FileNotFoundError:
+        # the folder is new: make it only then (a stage writes ~6 files per sample into folders
+        # that mostly exist, and mkdir's checks were a fifth of the write)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_replacing(path, data)
+
+
+def _write_replacing(path: Path, data: bytes) -> None:
+    """Write a temporary sibling and rename it to `path`; on failure nothing is left behind."""
+    tmp = _temporary_sibling(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(e, OSError) and e.filename is None:
+            e.filename = str(path)    # a full disk often surfaces at close(), which names no file
+        raise
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:

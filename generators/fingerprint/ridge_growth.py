@@ -143,9 +143,15 @@ def grow_ridges(init: torch.Tensor, index: torch.Tensor, weights: torch.Tensor, 
         tiles = F.pad(x, pad).unfold(2, span, tile).unfold(3, span, tile).reshape(-1, span * span)
         inputs = tiles.index_select(0, pair_tile).view(1, n_pairs, span, span)
         responses = F.conv2d(inputs, pair_bank, groups=n_pairs)   # [1, N, tile, tile]
-        chosen = responses.view(-1).index_select(0, flat).view(b, 4, h, w)
-        new = chosen.mul_(weights).sum(1, keepdim=True).mul_(gain).sub_(bias).clamp_(-1.0, 1.0)
-        changed = ((new > 0) != (x > 0)).float().mean(dim=(1, 2, 3))
+        chosen = responses.view(-1).index_select(0, flat).view(b, 4, h, w).mul_(weights)
+        # the four weighted responses summed in order, as sum(1) adds them (same bits), without
+        # its strided reduction
+        new = chosen[:, 0:1] + chosen[:, 1:2]
+        new += chosen[:, 2:3]
+        new += chosen[:, 3:4]
+        new.mul_(gain).sub_(bias).clamp_(-1.0, 1.0)
+        if it + 1 >= min_iterations:     # the stopping test only counts from min_iterations on
+            changed = ((new > 0) != (x > 0)).float().mean(dim=(1, 2, 3))
         # a sample that has stopped keeps its pattern (no select while all still grow)
         x = new if bool(active.all()) else torch.where(active.view(-1, 1, 1, 1), new, x)
         used = used + active.long()

@@ -174,6 +174,15 @@ def _slip_field(master: MasterPrint, slip: dict, w: int):
     return field_of
 
 
+def _bounding_box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) of the True pixels of `mask`, (0, 0, 0, 0) when there are none; from
+    its row and column projections (np.nonzero of a 600 000-pixel mask costs ten times more)."""
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if not len(rows):
+        return (0, 0, 0, 0)
+    return (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+
+
 def make_rolled_impression(master: MasterPrint, settings: FingerprintSettings, rng: np.random.Generator) -> Impression:
     """One rolled impression [settings.rolled_height, settings.rolled_width] uint8 of `master`."""
     h, w = settings.rolled_height, settings.rolled_width
@@ -192,8 +201,7 @@ def make_rolled_impression(master: MasterPrint, settings: FingerprintSettings, r
     contact = layer.touch > 0.5
     minutiae, sing = _truth_to_canvas(master, geo, contact)
     orientation = _orientation_blocks(master, coarse_x, coarse_y, h, w)
-    ys, xs = np.nonzero(contact)
-    box = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) if len(xs) else (0, 0, 0, 0)
+    box = _bounding_box(contact)
     params = {
         "finger_class": master.finger_class,
         "finger_position": int(master.finger_position),

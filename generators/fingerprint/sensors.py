@@ -38,13 +38,19 @@ PLAIN_IMPRESSION_CODES: dict[str, int] = {"optical": 0, "capacitive": 0, "ink": 
 def _skin_texture(rng: np.random.Generator, h: int, w: int, amount: float) -> np.ndarray:
     """Multiplicative mottle [H, W] of the ridge contact (~12 px: moisture and contact
     patches); the fine grain comes with the sensor noise, scaled by the contact."""
-    return 1.0 + amount * smooth_noise(rng, h, w, cell=12.0)
+    texture = smooth_noise(rng, h, w, cell=12.0)
+    texture *= amount
+    texture += 1.0
+    return texture
 
 
 def _residue(rng: np.random.Generator, h: int, w: int, difficulty: float) -> np.ndarray:
     """Grey-level loss [H, W] of the platen's dirt: faint smudges left by earlier fingers."""
-    smudge = np.clip(smooth_noise(rng, h, w, cell=40.0) - rng.uniform(0.8, 1.6), 0.0, None)
-    return (3.0 + 8.0 * difficulty) * smudge
+    smudge = smooth_noise(rng, h, w, cell=40.0)
+    smudge -= rng.uniform(0.8, 1.6)
+    np.maximum(smudge, 0.0, out=smudge)
+    smudge *= 3.0 + 8.0 * difficulty
+    return smudge
 
 
 def _grain(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
@@ -69,20 +75,32 @@ def optical_image(ink: np.ndarray, touch: np.ndarray, shade: np.ndarray, cond: d
                   difficulty: float) -> np.ndarray:
     h, w = ink.shape
     d = float(difficulty)
-    contact = np.clip(ink * _skin_texture(rng, h, w, 0.15 + 0.3 * d), 0.0, 1.0)
+    # (in place: the same float32 operations as the formulas in the comments, without a
+    # temporary array each; the bytes are the same)
+    contact = _skin_texture(rng, h, w, 0.15 + 0.3 * d)
+    contact *= ink                                    # contact = clip(ink * texture, 0, 1)
+    np.clip(contact, 0.0, 1.0, out=contact)
     # FTIR saturates: a ridge in full contact is black whatever the pressure, and partial
     # contact is lifted towards full (x (1.8 - 0.8 x) is a cheap gamma of about 0.75)
-    contact *= 1.8 - 0.8 * contact
+    lift = contact * 0.8
+    np.subtract(1.8, lift, out=lift)
+    contact *= lift
     grain = _grain(rng, h, w)
     # the skin's grain (sweat, micro-relief) lives in the contact, so it is blurred by the
-    # optics with the ridges; the camera's own noise is small and everywhere
-    grey = (cond["background"] + shade - _residue(rng, h, w, d)) - cond["contrast"] * contact
-    grey -= (0.6 * cond["noise_sigma"] + 6.0) * contact * grain
+    # optics with the ridges; the camera's own noise is small and everywhere:
+    # grey = background + shade - residue - contrast * contact - (0.6 sigma + 6) * contact * grain
+    grey = shade + cond["background"]
+    grey -= _residue(rng, h, w, d)
+    np.multiply(contact, cond["contrast"], out=lift)
+    grey -= lift
+    np.multiply(contact, 0.6 * cond["noise_sigma"] + 6.0, out=lift)
+    lift *= grain
+    grey -= lift
     grey = cv2.GaussianBlur(grey, (0, 0), cond["blur_sigma"])
     # the camera's noise: the grain field shifted by half the canvas, uncorrelated with the
     # skin's at every pixel, at no cost of another draw
     _add_shifted(grey, grain, (0.3 + 0.5 * d) * cond["noise_sigma"], h // 2, w // 3)
-    return np.clip(np.rint(grey), 0, 255).astype(np.uint8)
+    return _to_bytes(grey)
 
 
 def capacitive_image(ink: np.ndarray, touch: np.ndarray, shade: np.ndarray, cond: dict, rng: np.random.Generator,
@@ -109,16 +127,48 @@ def ink_card_image(ink: np.ndarray, touch: np.ndarray, shade: np.ndarray, cond: 
                    difficulty: float) -> np.ndarray:
     h, w = ink.shape
     d = float(difficulty)
-    paper = rng.uniform(238.0, 252.0) + 0.5 * shade + 2.5 * smooth_noise(rng, h, w, cell=3.0)
-    density = np.clip(0.9 + 0.22 * smooth_noise(rng, h, w, cell=35.0), 0.35, 1.0)
-    clumps = np.clip(smooth_noise(rng, h, w, cell=18.0) - 1.4, 0.0, 1.0) * (0.6 + 0.8 * d)
-    inked = np.clip(ink * density * 1.15 + clumps * np.clip(ink * 4.0, 0.0, 1.0), 0.0, 1.0)
+    # (in place: the same float32 operations as the formulas in the comments, same bytes)
+    # paper = U(238, 252) + 0.5 shade + 2.5 noise(3 px)
+    paper = shade * 0.5
+    paper += rng.uniform(238.0, 252.0)
+    texture = smooth_noise(rng, h, w, cell=3.0)
+    texture *= 2.5
+    paper += texture
+    density = smooth_noise(rng, h, w, cell=35.0)      # clip(0.9 + 0.22 noise(35 px), 0.35, 1)
+    density *= 0.22
+    density += 0.9
+    np.clip(density, 0.35, 1.0, out=density)
+    clumps = smooth_noise(rng, h, w, cell=18.0)       # clip(noise(18 px) - 1.4, 0, 1) (0.6 + 0.8 d)
+    clumps -= 1.4
+    np.clip(clumps, 0.0, 1.0, out=clumps)
+    clumps *= 0.6 + 0.8 * d
+    # inked = clip(1.15 ink density + clumps clip(4 ink, 0, 1), 0, 1)
+    inked = ink * density
+    inked *= 1.15
+    wet = np.multiply(ink, 4.0, out=density)
+    np.clip(wet, 0.0, 1.0, out=wet)
+    wet *= clumps
+    inked += wet
+    np.clip(inked, 0.0, 1.0, out=inked)
     # ink spreads into the paper fibres: a slightly wider, softer stroke than the contact
-    inked = np.maximum(inked, 0.6 * cv2.GaussianBlur(inked, (0, 0), 1.1))
-    grey = paper - rng.uniform(205.0, 225.0) * (1.0 - 0.5 * d) * inked
-    grey = cv2.GaussianBlur(grey.astype(np.float32), (0, 0), float(rng.uniform(0.6, 0.9)))
-    grey += float(rng.uniform(2.0, 4.0) + 6.0 * d) * _grain(rng, h, w)
-    return np.clip(np.rint(grey), 0, 255).astype(np.uint8)
+    spread = cv2.GaussianBlur(inked, (0, 0), 1.1)
+    spread *= 0.6
+    np.maximum(inked, spread, out=inked)
+    inked *= rng.uniform(205.0, 225.0) * (1.0 - 0.5 * d)
+    grey = np.subtract(paper, inked, out=paper)
+    grey = cv2.GaussianBlur(grey, (0, 0), float(rng.uniform(0.6, 0.9)))
+    noise_sd = float(rng.uniform(2.0, 4.0) + 6.0 * d)
+    grain = _grain(rng, h, w)
+    grain *= noise_sd
+    grey += grain
+    return _to_bytes(grey)
+
+
+def _to_bytes(grey: np.ndarray) -> np.ndarray:
+    """clip(rint(grey), 0, 255) as uint8, rounding in place."""
+    np.rint(grey, out=grey)
+    np.clip(grey, 0.0, 255.0, out=grey)
+    return grey.astype(np.uint8)
 
 
 _RENDERERS = {"optical": optical_image, "capacitive": capacitive_image, "ink": ink_card_image}

@@ -30,9 +30,11 @@ def xyt_bytes(minutiae: np.ndarray, quality: int = 100) -> bytes:
     """NIST .xyt: one 'x y theta quality' line per minutia, integer pixels (origin top-left,
     y down, as in the image) and theta in whole degrees counter-clockwise from +x (ISO/NBIS)."""
     m = _checked(minutiae)
-    lines = [f"{int(round(x))} {int(round(y))} {int(round(np.degrees(a))) % 360} {int(quality)}"
-             for x, y, a in m[:, :3]]
-    return "".join(line + "\n" for line in lines).encode()
+    # np.rint rounds half to even, as Python's round does
+    x, y = np.rint(m[:, 0]).astype(np.int64), np.rint(m[:, 1]).astype(np.int64)
+    theta = np.rint(np.degrees(m[:, 2])).astype(np.int64) % 360
+    q = int(quality)
+    return "".join(f"{a} {b} {t} {q}\n" for a, b, t in zip(x.tolist(), y.tolist(), theta.tolist())).encode()
 
 
 def iso19794_2_bytes(minutiae: np.ndarray, width: int, height: int, dpi: int = 500,
