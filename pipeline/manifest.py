@@ -208,10 +208,11 @@ def remove_temporaries(directory: Path) -> int:
 
 
 @contextlib.contextmanager
-def _temporary(path: Path):
+def _temporary(path: Path, make_folder: bool = True):
     """A unique temporary sibling of `path`, removed if the body fails (a full disk, a kill
     by exception), so that nothing half-written stays behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if make_folder:
+        path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temporary_sibling(path)
     try:
         yield tmp
@@ -245,17 +246,10 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 
 def _write_replacing(path: Path, data: bytes) -> None:
     """Write a temporary sibling and rename it to `path`; on failure nothing is left behind."""
-    tmp = _temporary_sibling(path)
-    try:
+    with _temporary(path, make_folder=False) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if isinstance(e, OSError) and e.filename is None:
-            e.filename = str(path)    # a full disk often surfaces at close(), which names no file
-        raise
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:

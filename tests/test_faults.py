@@ -405,3 +405,20 @@ def test_validate_and_help_start_without_torch(reference):
     helped = run_biomint("--help")
     assert helped.returncode == 0 and "biomint repair" in helped.stdout
     assert time.monotonic() - started < 10
+
+
+def test_an_atomic_write_makes_missing_folders_and_a_failed_one_leaves_nothing(tmp_path):
+    from pipeline.manifest import write_bytes_atomic
+
+    target = tmp_path / "images" / "fingerprint" / "00000001" / "fp.png"
+    write_bytes_atomic(target, b"first")                   # folders that do not exist yet
+    write_bytes_atomic(target, b"second")                  # folder exists: replaced whole
+    assert target.read_bytes() == b"second"
+    shutil.rmtree(tmp_path / "images")                      # removed between two writes
+    write_bytes_atomic(target, b"third")
+    assert target.read_bytes() == b"third"
+
+    with pytest.raises(TypeError):
+        write_bytes_atomic(target, ["not bytes"])           # the body fails after the open
+    assert target.read_bytes() == b"third"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["fp.png"]   # no temporary left
