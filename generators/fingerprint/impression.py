@@ -306,6 +306,15 @@ def plain_ink(master: MasterPrint, geo: ImpressionGeometry, ell: dict, cond: dic
     return ink_layer(master, coarse_x, coarse_y, rim, cond, rng, h, w)
 
 
+def bounding_box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) of the True pixels of `mask`, (0, 0, 0, 0) when there are none; from
+    its row and column projections (np.nonzero of a 600 000-pixel mask costs ten times more)."""
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if not len(rows):
+        return (0, 0, 0, 0)
+    return (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+
+
 def _geometry_params(master: MasterPrint, geo: ImpressionGeometry) -> dict:
     return {
         "rotation_deg": float(np.rad2deg(geo.rotation)),

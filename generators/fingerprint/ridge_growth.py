@@ -150,12 +150,13 @@ def grow_ridges(init: torch.Tensor, index: torch.Tensor, weights: torch.Tensor, 
         new += chosen[:, 2:3]
         new += chosen[:, 3:4]
         new.mul_(gain).sub_(bias).clamp_(-1.0, 1.0)
-        if it + 1 >= min_iterations:     # the stopping test only counts from min_iterations on
+        may_stop = it + 1 >= min_iterations       # the stopping test counts from min_iterations on
+        if may_stop:
             changed = ((new > 0) != (x > 0)).float().mean(dim=(1, 2, 3))
         # a sample that has stopped keeps its pattern (no select while all still grow)
         x = new if bool(active.all()) else torch.where(active.view(-1, 1, 1, 1), new, x)
         used = used + active.long()
-        if it + 1 >= min_iterations:
+        if may_stop:
             active = active & (changed >= tolerance)
         if not bool(active.any()):
             break

@@ -120,7 +120,7 @@ def capacitive_image(ink: np.ndarray, touch: np.ndarray, shade: np.ndarray, cond
     gain = (1.0 + rng.normal(0.0, 0.02, (1, w))).astype(np.float32)
     grey = grey * gain + rows + cols
     grey += cond["noise_sigma"] * 0.7 * _grain(rng, h, w)
-    return np.clip(np.rint(grey), 0, 255).astype(np.uint8)
+    return _to_bytes(grey)
 
 
 def ink_card_image(ink: np.ndarray, touch: np.ndarray, shade: np.ndarray, cond: dict, rng: np.random.Generator,

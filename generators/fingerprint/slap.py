@@ -20,7 +20,8 @@ import cv2
 import numpy as np
 
 from .distortion import ImpressionGeometry
-from .impression import EDGE_MARGIN, ORIENTATION_BLOCK, _contact_ellipse, _skin_conditions, _truth_to_canvas, plain_ink
+from .impression import (EDGE_MARGIN, ORIENTATION_BLOCK, _contact_ellipse, _skin_conditions, _truth_to_canvas,
+                         bounding_box, plain_ink)
 from .master import MasterPrint
 from .profiles import profile_named
 from .sensors import sensor_image
@@ -176,11 +177,11 @@ def _segment(finger: int, master: MasterPrint, geo: ImpressionGeometry, layer, x
     and its ground truth moved from tile to slap coordinates."""
     th, tw = layer.touch.shape
     contact = layer.touch > 0.5
-    ys, xs = np.nonzero(contact)
-    bx0 = int(np.clip(xs.min() + x0 - SEGMENT_MARGIN, 0, W)) if len(xs) else 0
-    by0 = int(np.clip(ys.min() + y0 - SEGMENT_MARGIN, 0, H)) if len(xs) else 0
-    bx1 = int(np.clip(xs.max() + 1 + x0 + SEGMENT_MARGIN, 0, W)) if len(xs) else 0
-    by1 = int(np.clip(ys.max() + 1 + y0 + SEGMENT_MARGIN, 0, H)) if len(xs) else 0
+    cx0, cy0, cx1, cy1 = bounding_box(contact)
+    bx0, by0, bx1, by1 = 0, 0, 0, 0
+    if cx1 > cx0:                              # some contact: its box plus the margin, on the slap
+        bx0, bx1 = (int(np.clip(v, 0, W)) for v in (cx0 + x0 - SEGMENT_MARGIN, cx1 + x0 + SEGMENT_MARGIN))
+        by0, by1 = (int(np.clip(v, 0, H)) for v in (cy0 + y0 - SEGMENT_MARGIN, cy1 + y0 + SEGMENT_MARGIN))
     m, on_tile = _truth_to_canvas(master, geo, contact)
     if len(m):
         m = m.copy()
