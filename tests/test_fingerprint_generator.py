@@ -244,3 +244,39 @@ def test_growth_by_tiles_gives_the_whole_bank_convolution_to_the_bit():
                                   tolerance=0.0, bias=0.1, tile=tile)
         assert int(used[0]) == 4
         assert torch.equal(grown, x), f"tile {tile}"
+
+
+def test_the_master_is_the_grown_pattern_upsampled_bicubically():
+    """The half-resolution growth comes back to full size by bicubic interpolation (OpenCV's,
+    which is torch's align_corners=False bicubic to float rounding), clipped to [-1, 1]."""
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+
+    import generators.fingerprint.master as master_module
+
+    plan = master_module._plan(SETTINGS, 2, np.random.default_rng(11))
+    half, used = master_module._grow(SETTINGS, [plan], "cpu")
+    assert half.shape[-2:] == (SETTINGS.master_height // 2, SETTINGS.master_width // 2)
+    made = master_module._finish(plan, half[0], int(used[0]))
+    reference = F.interpolate(half, scale_factor=2, mode="bicubic", align_corners=False).clamp(-1.0, 1.0)
+    assert made.ridges.shape == (SETTINGS.master_height, SETTINGS.master_width)
+    np.testing.assert_allclose(made.ridges, reference[0, 0].numpy(), rtol=0, atol=2e-6)
+    assert made.ridges.min() >= -1.0 and made.ridges.max() <= 1.0
+
+
+@pytest.mark.parametrize("height,width,cell", [(500, 400, 18.0), (500, 400, 160.0), (800, 750, 40.0),
+                                               (75, 80, 60.0), (37, 1000, 25.0)])
+def test_a_smooth_field_is_the_bicubic_upsampling_of_its_coarse_noise(height, width, cell):
+    """Whichever way it is computed (OpenCV's resize or the two weight products), a smooth
+    field is OpenCV's INTER_CUBIC upsampling of the coarse Gaussian grid drawn from the rng."""
+    from generators.fingerprint.smooth_noise import smooth_noise
+
+    field = smooth_noise(np.random.default_rng(3), height, width, cell)
+    gh, gw = max(2, int(np.ceil(height / cell)) + 1), max(2, int(np.ceil(width / cell)) + 1)
+    coarse = np.random.default_rng(3).standard_normal((gh, gw)).astype(np.float32)
+    reference = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
+    assert field.shape == (height, width) and field.dtype == np.float32 and field.flags["C_CONTIGUOUS"]
+    # rounding only (a wrong weight would be off by ~0.1): OpenCV's own vector path for very
+    # wide rows strays up to 1e-5 from its exact weights; the products stay within 6e-7 of them
+    np.testing.assert_allclose(field, reference, rtol=0, atol=2e-5)
+    assert 0.3 < float(field.std()) < 1.2          # roughly unit variance, not a constant

