@@ -61,7 +61,7 @@ bench: $(STAMP) ## Run the benchmarks; JSON results in tests/bench/results/
 	mkdir -p tests/bench/results
 	$(PY) -m pytest -q -m bench tests/bench
 
-calibrate-quality: $(STAMP) ## Remake the fingerprint.quality_mix calibration (~7.5 min on one core; BIOMINT_QCAL_FINGERS=32)
+calibrate-quality: $(STAMP) ## Remake the fingerprint.quality_mix calibration (~4 min on one core; BIOMINT_QCAL_FINGERS=32)
 	mkdir -p tests/bench/results
 	$(PY) -m pytest -q -m bench tests/bench/bench_quality_calibration.py -s
 
