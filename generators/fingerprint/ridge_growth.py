@@ -6,9 +6,8 @@ local ridge orientation and frequency, until fewer than ~1 % of the pixels chang
 grow from the seeds and minutiae appear where growth fronts meet.
 
 For speed we start from white noise instead of sparse seeds (the fronts then meet
-everywhere at once: ~36 % of the pixels change sign in the first iteration, ~3 % by the
-sixth, ~1.7 % by the tenth (where the default settings stop) and ~1.4 % by the twelfth, instead
-of hundreds of iterations from seeds) and run at half
+everywhere at once: ~36 % of the pixels change sign in the first iteration, ~2 % by the
+sixth and ~1 % by the twelfth, instead of hundreds of iterations from seeds) and run at half
 resolution (period 9-11 px -> 4.5-5.5 px), where a 9x9 kernel covers two ridge periods.
 "Space-variant" is realised as a filter bank over orientation x period followed by per-pixel
 bilinear interpolation between the four nearest filters (orientation is circular). A pixel

@@ -55,8 +55,7 @@ class FingerprintSettings:
     growth_bias: float = 0.0              # > 0: grown ridges narrower than valleys, more endings than forks
                                           # (impressions already print ridges thinner: ink_layer)
     growth_periods: int = 2               # periods of the Gabor bank
-    growth_max_iterations: int = 10       # cap: from noise ~1.7 % still change sign at 10 (1.4 % at 12, for
-                                          # 4 % fewer master minutiae at ~6 % more time)
+    growth_max_iterations: int = 12       # cap: from noise, ~1.1 % still change at iteration 12
     growth_min_iterations: int = 6
     growth_tolerance: float = 0.01        # stop when < 1 % of pixels change sign (SFinGe)
     # impressions: how much they differ (profiles.py), the sensor that takes them (sensors.py),
