@@ -9,7 +9,6 @@ from functools import lru_cache
 
 import cv2
 import numpy as np
-import torch
 
 # OpenCV's cubic resize gets slower as the scale factor grows (500 x 400 px, one thread:
 # 0.33 ms at a 16 px cell, 0.64 ms at 40, 1.2 ms at 160), two dense matrix products cost about
@@ -19,11 +18,13 @@ MATMUL_MACS_PER_PIXEL = 28
 
 
 @lru_cache(maxsize=64)
-def _cubic_weights(n_in: int, n_out: int) -> torch.Tensor:
+def _cubic_weights(n_in: int, n_out: int):
     """[n_out, n_in] float32: OpenCV's own 1-D INTER_CUBIC weights (a = -0.75, half-pixel
     centres, edges replicated), read off by resizing the identity, so the product equals
     cv2.resize to float rounding (7e-7 on unit-variance noise at the canvas sizes, 1e-5
     relative at worst)."""
+    import torch        # here, not at the top: the CLI and the settings import without torch
+
     eye = np.eye(n_in, dtype=np.float32)
     return torch.from_numpy(cv2.resize(eye, (n_in, n_out), interpolation=cv2.INTER_CUBIC))
 
@@ -37,6 +38,8 @@ def _cubic_resize(coarse: np.ndarray, height: int, width: int) -> np.ndarray:
     """cv2.resize(coarse, (width, height), INTER_CUBIC) as wy @ coarse @ wx^T: cubic
     interpolation is separable and linear, so it is exactly these products (torch: one thread
     in workers, where numpy's BLAS may start its own)."""
+    import torch
+
     gh, gw = coarse.shape
     wy, wx = _cubic_weights(gh, height), _cubic_weights(gw, width)
     c = torch.from_numpy(coarse)
