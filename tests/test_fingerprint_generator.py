@@ -265,15 +265,15 @@ def test_the_master_is_the_grown_pattern_upsampled_bicubically():
 
 
 @pytest.mark.parametrize("height,width,cell", [(500, 400, 18.0), (500, 400, 160.0), (800, 750, 40.0),
-                                               (75, 80, 60.0), (37, 1000, 25.0)])
+                                               (75, 80, 60.0), (37, 1000, 25.0),
+                                               (800, 750, 18.0), (500, 400, 7.0)])   # these two: cv2.resize
 def test_a_smooth_field_is_the_bicubic_upsampling_of_its_coarse_noise(height, width, cell):
     """Whichever way it is computed (OpenCV's resize or the two weight products), a smooth
     field is OpenCV's INTER_CUBIC upsampling of the coarse Gaussian grid drawn from the rng."""
-    from generators.fingerprint.smooth_noise import smooth_noise
+    from generators.fingerprint.smooth_noise import coarse_shape, smooth_noise
 
     field = smooth_noise(np.random.default_rng(3), height, width, cell)
-    gh, gw = max(2, int(np.ceil(height / cell)) + 1), max(2, int(np.ceil(width / cell)) + 1)
-    coarse = np.random.default_rng(3).standard_normal((gh, gw)).astype(np.float32)
+    coarse = np.random.default_rng(3).standard_normal(coarse_shape(height, width, cell)).astype(np.float32)
     reference = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
     assert field.shape == (height, width) and field.dtype == np.float32 and field.flags["C_CONTIGUOUS"]
     # rounding only (a wrong weight would be off by ~0.1): OpenCV's own vector path for very

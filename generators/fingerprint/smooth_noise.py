@@ -34,7 +34,7 @@ def _product_costs(gh: int, gw: int, height: int, width: int) -> tuple[int, int]
     return height * gw * (gh + width), gh * width * (gw + height)
 
 
-def _cubic_resize(coarse: np.ndarray, height: int, width: int) -> np.ndarray:
+def _cubic_resize(coarse: np.ndarray, height: int, width: int, rows_first: bool) -> np.ndarray:
     """cv2.resize(coarse, (width, height), INTER_CUBIC) as wy @ coarse @ wx^T: cubic
     interpolation is separable and linear, so it is exactly these products (torch: one thread
     in workers, where numpy's BLAS may start its own)."""
@@ -43,20 +43,24 @@ def _cubic_resize(coarse: np.ndarray, height: int, width: int) -> np.ndarray:
     gh, gw = coarse.shape
     wy, wx = _cubic_weights(gh, height), _cubic_weights(gw, width)
     c = torch.from_numpy(coarse)
-    rows_first, columns_first = _product_costs(gh, gw, height, width)
-    if rows_first <= columns_first:
+    if rows_first:
         return torch.mm(torch.mm(wy, c), wx.T).numpy()
     return torch.mm(wy, torch.mm(c, wx.T)).numpy()
 
 
+def coarse_shape(height: int, width: int, cell: float) -> tuple[int, int]:
+    """The coarse grid [gh, gw] a field of `cell` px is drawn on: one node per cell, plus one."""
+    return max(2, int(np.ceil(height / cell)) + 1), max(2, int(np.ceil(width / cell)) + 1)
+
+
 def smooth_noise(rng: np.random.Generator, height: int, width: int, cell: float) -> np.ndarray:
     """Zero-mean, roughly unit-variance field [height, width] float32 varying over ~`cell` px."""
-    gh = max(2, int(np.ceil(height / cell)) + 1)
-    gw = max(2, int(np.ceil(width / cell)) + 1)
+    gh, gw = coarse_shape(height, width, cell)
     coarse = rng.standard_normal((gh, gw)).astype(np.float32)
     if cell <= 4.0:
         # below ~4 px the field is grain: linear interpolation looks the same and costs 2/3
         return cv2.resize(coarse, (width, height), interpolation=cv2.INTER_LINEAR)
-    if min(_product_costs(gh, gw, height, width)) <= MATMUL_MACS_PER_PIXEL * height * width:
-        return _cubic_resize(coarse, height, width)
+    rows_first, columns_first = _product_costs(gh, gw, height, width)
+    if min(rows_first, columns_first) <= MATMUL_MACS_PER_PIXEL * height * width:
+        return _cubic_resize(coarse, height, width, rows_first <= columns_first)
     return cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
