@@ -15,6 +15,7 @@ import contextlib
 import errno
 import functools
 import hashlib
+import itertools
 import json
 import os
 import tarfile
@@ -180,9 +181,19 @@ def stored_sha256(root: Path, entries: list[dict]) -> dict[str, str | None]:
     return found
 
 
+_WRITER_TOKEN = uuid.uuid4().hex[:8]     # with the pid and a count: one name per write, per process
+_WRITES = itertools.count()
+
+
+def _temporary_name(path: str) -> str:
+    # Unique per writer: a worker orphaned by a killed run may still be writing the same file
+    # (the pid tells forked workers apart, the token processes that reuse a pid)
+    folder, sep, name = path.rpartition(os.sep)
+    return f"{folder}{sep}.{name}.{os.getpid()}.{_WRITER_TOKEN}{next(_WRITES):x}.tmp"
+
+
 def _temporary_sibling(path: Path) -> Path:
-    # Unique per writer: a worker orphaned by a killed run may still be writing the same file.
-    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    return Path(_temporary_name(str(path)))
 
 
 def is_temporary(name: str) -> bool:
@@ -234,22 +245,39 @@ def atomic_path(path: Path):
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    path = Path(path)
+    path = os.fspath(path)
     try:
         _write_replacing(path, data)
     except FileNotFoundError:
         # the folder is new: make it only then (a stage writes ~6 files per sample into folders
         # that mostly exist, and mkdir's checks were a fifth of the write)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         _write_replacing(path, data)
 
 
-def _write_replacing(path: Path, data: bytes) -> None:
-    """Write a temporary sibling and rename it to `path`; on failure nothing is left behind."""
-    with _temporary(path, make_folder=False) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data)
+def _write_replacing(path: str, data: bytes) -> None:
+    """Write a temporary sibling and rename it to `path`; on failure nothing is left behind.
+    os-level calls: a stage writes five files per sample, and open()'s buffered file object
+    and pathlib's parsing were a third of each small write's time."""
+    tmp = _temporary_name(path)
+    # a missing folder raises FileNotFoundError here, before anything exists to clean up
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+    try:
+        with memoryview(data) as view:
+            written = 0
+            while written < len(view):     # os.write may write less than asked (signals, pipes)
+                written += os.write(fd, view[written:])
+        os.close(fd)
+        fd = -1
         os.replace(tmp, path)
+    except BaseException as e:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None:
+            e.filename = path    # a full disk often surfaces at write(), which names no file
+        raise
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import struct
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,34 +115,50 @@ def stage_device(config) -> str:
 
 # Part of every row's generator_version: the same pixels encoded another way are other bytes,
 # and `regenerate` should say the code changed rather than that the file is corrupt.
-PNG_ENCODER = "opencv-png-rle-1-sub"
+PNG_ENCODER = "isal-deflate-1-sub"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_FILTER_SUB = 1          # PNG filter type 1: each byte minus the byte one pixel to its left
+_PNG_COLOUR_TYPE = {1: 0, 3: 2}   # channels -> PNG colour type (0 grey, 2 RGB), 8 bits each
+# ISA-L's levels run 0-3; 0 (its 'best speed') skips the hash chains and leaves prints 20 % larger
+# at the same speed, 1 is as fast and within 3 % of zlib's size (measured on 400x500 prints)
+_ISAL_LEVEL = 1
+
+
+def _png_chunk(tag: bytes, data) -> bytes:
+    from isal.isal_zlib import crc32    # the standard CRC-32 (zlib's), with the CPU's carry-less multiply
+
+    return struct.pack(">I", len(data)) + tag + bytes(data) + struct.pack(">I", crc32(data, crc32(tag)))
 
 
 def image_png_bytes(image: np.ndarray) -> bytes:
     """Lossless PNG bytes of a uint8 image [H, W] (grey) or [H, W, 3] (RGB); deterministic.
 
-    OpenCV's encoder with zlib level 1, the RLE strategy and every row SUB-filtered: on noisy
-    500-dpi prints deflate's string matching finds little, and run-length coding of the
-    filtered rows is 2.1x faster than Pillow at level 1 (4.1 vs 8.7 ms for a 400x500 print,
-    measured) and 6 % smaller. One fixed filter instead of libpng's per-row choice among
-    five halves the time again (1.9 vs 3.8 ms per fingerprint impression, files 5 % larger:
-    neighbouring pixels along a row are what correlate in a ridge image)."""
-    import cv2
+    Every row SUB-filtered (numpy, one subtraction: the uint8 difference wraps mod 256 as PNG
+    defines it), then one deflate stream by ISA-L at its level 1. On noisy 500-dpi prints
+    deflate's string matching finds little: what pays is Huffman coding of the filtered
+    bytes, which ISA-L's vectorised deflate does 3x faster than zlib's RLE strategy through
+    OpenCV (0.7 vs 2.1 ms for a 400x500 print, measured; files 3 % larger). A fixed filter
+    instead of libpng's per-row choice among five halves the time again (neighbouring pixels
+    along a row are what correlate in a ridge image). PNG (ISO/IEC 15948) is simple enough to
+    write whole: signature, IHDR, one IDAT, IEND; any decoder reads it back."""
+    from isal import isal_zlib
 
     if image.dtype != np.uint8:
         raise TypeError(f"images must be uint8, got {image.dtype}")
-    if image.ndim == 3:
-        if image.shape[2] != 3:
-            raise ValueError(f"colour images must be [H, W, 3] RGB, got shape {image.shape}")
-        image = np.ascontiguousarray(image[:, :, ::-1])      # OpenCV writes BGR order as RGB
-    elif image.ndim != 2:
-        raise ValueError(f"images must be [H, W] or [H, W, 3], got shape {image.shape}")
-    ok, buffer = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 1,
-                                              cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE,
-                                              cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_SUB])
-    if not ok:
-        raise RuntimeError(f"OpenCV could not encode a {image.shape} image as PNG")
-    return buffer.tobytes()
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
+        raise ValueError(f"images must be [H, W] grey or [H, W, 3] RGB, got shape {image.shape}")
+    height, width = image.shape[:2]
+    if height == 0 or width == 0:
+        raise ValueError(f"images must have at least one pixel, got shape {image.shape}")
+    channels = 1 if image.ndim == 2 else 3
+    rows = image.reshape(height, width * channels)
+    filtered = np.empty((height, width * channels + 1), dtype=np.uint8)
+    filtered[:, 0] = _PNG_FILTER_SUB
+    filtered[:, 1:1 + channels] = rows[:, :channels]
+    np.subtract(rows[:, channels:], rows[:, :-channels], out=filtered[:, 1 + channels:])
+    header = struct.pack(">IIBBBBB", width, height, 8, _PNG_COLOUR_TYPE[channels], 0, 0, 0)
+    return (_PNG_SIGNATURE + _png_chunk(b"IHDR", header)
+            + _png_chunk(b"IDAT", isal_zlib.compress(filtered, _ISAL_LEVEL)) + _png_chunk(b"IEND", b""))
 
 
 def relative_sample_dir(kind: str, modality: str, subject_id: int) -> str:
