@@ -197,7 +197,7 @@ def _temporary_sibling(path: Path) -> Path:
 
 
 def is_temporary(name: str) -> bool:
-    """A temporary sibling left by a writer that died (see _temporary_sibling)."""
+    """A temporary sibling left by a writer that died (see _temporary_name)."""
     return name.startswith(".") and name.endswith(".tmp")
 
 
@@ -219,19 +219,20 @@ def remove_temporaries(directory: Path) -> int:
 
 
 @contextlib.contextmanager
-def _temporary(path: Path, make_folder: bool = True):
-    """A unique temporary sibling of `path`, removed if the body fails (a full disk, a kill
-    by exception), so that nothing half-written stays behind."""
+def _temporary(path: str | Path, make_folder: bool = True):
+    """A unique temporary sibling of `path` (a str path), removed if the body fails (a full
+    disk, a kill by exception), so that nothing half-written stays behind."""
+    path = os.fspath(path)
     if make_folder:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary_sibling(path)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = _temporary_name(path)
     try:
         yield tmp
     except BaseException as e:
         with contextlib.suppress(OSError):
-            tmp.unlink()
+            os.unlink(tmp)
         if isinstance(e, OSError) and e.filename is None:
-            e.filename = str(path)    # a full disk often surfaces at close(), which names no file
+            e.filename = path    # a full disk often surfaces at write() or close(), which name no file
         raise
 
 
@@ -239,8 +240,8 @@ def _temporary(path: Path, make_folder: bool = True):
 def atomic_path(path: Path):
     """Write to the yielded temporary path; it becomes `path` when the body succeeds and is
     removed when it fails (evaluation tables and reports are written through this too)."""
-    with _temporary(Path(path)) as tmp:
-        yield tmp
+    with _temporary(path) as tmp:
+        yield Path(tmp)
         os.replace(tmp, path)
 
 
@@ -259,25 +260,17 @@ def _write_replacing(path: str, data: bytes) -> None:
     """Write a temporary sibling and rename it to `path`; on failure nothing is left behind.
     os-level calls: a stage writes five files per sample, and open()'s buffered file object
     and pathlib's parsing were a third of each small write's time."""
-    tmp = _temporary_name(path)
-    # a missing folder raises FileNotFoundError here, before anything exists to clean up
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
-    try:
-        with memoryview(data) as view:
-            written = 0
-            while written < len(view):     # os.write may write less than asked (signals, pipes)
-                written += os.write(fd, view[written:])
-        os.close(fd)
-        fd = -1
-        os.replace(tmp, path)
-    except BaseException as e:
-        if fd >= 0:
+    with _temporary(path, make_folder=False) as tmp:
+        # a missing folder raises FileNotFoundError here, before anything exists to clean up
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+        try:
+            with memoryview(data) as view:
+                written = 0
+                while written < len(view):     # os.write may write less than asked (signals)
+                    written += os.write(fd, view[written:])
+        finally:
             os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(e, OSError) and e.filename is None:
-            e.filename = path    # a full disk often surfaces at write(), which names no file
-        raise
+        os.replace(tmp, path)
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:

@@ -70,22 +70,17 @@ def thin(binary: np.ndarray, max_iterations: int = 30) -> np.ndarray:
     master it costs a fifth of it."""
     img = (np.asarray(binary) > 0).astype(np.uint8)
     sparse_below = SPARSE_BELOW * img.size
-    # deletions of the last two sub-iterations, flat indices into the padded image below
-    recent: list[np.ndarray] = []
     for done in range(max_iterations):
-        deleted = []
+        deleted = []           # this iteration's deletion masks, first and second sub-iteration
         for table in (_FIRST_U8, _SECOND_U8):
             delete = cv2.LUT(neighbour_code(img), table) & img
-            count = int(np.count_nonzero(delete))
-            if count:
-                img -= delete
-            deleted.append(count)
-            recent.append(delete)
-        if not any(deleted):
+            img -= delete
+            deleted.append(delete)
+        counts = [np.count_nonzero(mask) for mask in deleted]
+        if not any(counts):
             return img
-        if max(deleted) < sparse_below:
-            return _thin_sparse(img, recent[-2:], max_iterations - done - 1)
-        recent = []
+        if max(counts) < sparse_below:
+            return _thin_sparse(img, deleted, max_iterations - done - 1)
     return img
 
 

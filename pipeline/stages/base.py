@@ -124,10 +124,12 @@ _PNG_COLOUR_TYPE = {1: 0, 3: 2}   # channels -> PNG colour type (0 grey, 2 RGB),
 _ISAL_LEVEL = 1
 
 
-def _png_chunk(tag: bytes, data) -> bytes:
+def _png_chunk(tag: bytes, data: bytes) -> tuple[bytes, ...]:
+    """A PNG chunk's pieces: length, type, data, CRC (joined once by the caller: the IDAT is
+    the whole image, and each + would copy it)."""
     from isal.isal_zlib import crc32    # the standard CRC-32 (zlib's), with the CPU's carry-less multiply
 
-    return struct.pack(">I", len(data)) + tag + bytes(data) + struct.pack(">I", crc32(data, crc32(tag)))
+    return struct.pack(">I", len(data)), tag, data, struct.pack(">I", crc32(data, crc32(tag)))
 
 
 def image_png_bytes(image: np.ndarray) -> bytes:
@@ -157,8 +159,8 @@ def image_png_bytes(image: np.ndarray) -> bytes:
     filtered[:, 1:1 + channels] = rows[:, :channels]
     np.subtract(rows[:, channels:], rows[:, :-channels], out=filtered[:, 1 + channels:])
     header = struct.pack(">IIBBBBB", width, height, 8, _PNG_COLOUR_TYPE[channels], 0, 0, 0)
-    return (_PNG_SIGNATURE + _png_chunk(b"IHDR", header)
-            + _png_chunk(b"IDAT", isal_zlib.compress(filtered, _ISAL_LEVEL)) + _png_chunk(b"IEND", b""))
+    return b"".join((_PNG_SIGNATURE, *_png_chunk(b"IHDR", header),
+                     *_png_chunk(b"IDAT", isal_zlib.compress(filtered, _ISAL_LEVEL)), *_png_chunk(b"IEND", b"")))
 
 
 def relative_sample_dir(kind: str, modality: str, subject_id: int) -> str:
