@@ -239,11 +239,24 @@ def test_growth_by_tiles_gives_the_whole_bank_convolution_to_the_bit():
         responses = F.conv2d(x, bank, padding=5)
         chosen = torch.gather(responses, 1, index)
         x = ((chosen * weights).sum(1, keepdim=True) * 2.0 - 0.1).clamp(-1.0, 1.0)
-    for tile in (8, 16, 32, 128):
+    for tile in (8, 16, 32, 128, None):             # None: tiles fitted to the image, 24 x 31
         grown, used = grow_ridges(init, index, weights, bank, min_iterations=4, max_iterations=4,
                                   tolerance=0.0, bias=0.1, tile=tile)
         assert int(used[0]) == 4
         assert torch.equal(grown, x), f"tile {tile}"
+
+
+def test_fitted_tiles_cut_the_image_into_as_many_tiles_with_the_least_padding():
+    from generators.fingerprint.ridge_growth import fitted_tile
+
+    assert fitted_tile(300) == 30                   # 10 tiles, as 32 would need, none padded
+    assert fitted_tile(320) == 32 and fitted_tile(20) == 20
+    assert (fitted_tile(70), fitted_tile(93)) == (24, 31)
+    for size in range(1, 400):
+        t = fitted_tile(size)
+        assert -(-size // t) == -(-size // 32) and t <= 32 and -(-size // t) * t - size < -(-size // t)
+    with pytest.raises(ValueError, match="positive"):
+        fitted_tile(0)
 
 
 def test_the_master_is_the_grown_pattern_upsampled_bicubically():
