@@ -3,6 +3,7 @@ manifests readable without biomint, resume refusals."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import textwrap
 import pyarrow.dataset as ds
 import pytest
 
-from conftest import file_hashes, mint, run_biomint
+from conftest import REPO, file_hashes, mint, run_biomint
 from pipeline.errors import ConfigError, ManifestError
 from pipeline.validate import regenerate_sample, validate_dataset
 
@@ -225,6 +226,40 @@ def test_a_worker_runs_torch_and_opencv_on_one_thread_each():
     finally:
         torch.set_num_threads(before[0])
         cv2.setNumThreads(before[1])
+
+
+def test_the_in_process_worker_keeps_freed_arrays_on_the_heap():
+    """A one-worker run mints in the client process, which glibc started without WORKER_ENV's
+    MALLOC_*_ settings: warm_up sets them with mallopt, so an image-sized array comes from the
+    heap and stays there when freed, instead of being mmap'd (and page-faulted) anew each time."""
+    probe = textwrap.dedent("""
+        import ctypes, sys
+        import numpy as np
+        class Info(ctypes.Structure):                  # glibc's struct mallinfo2
+            _fields_ = [(name, ctypes.c_size_t) for name in
+                        "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+        mallinfo2 = ctypes.CDLL(None).mallinfo2
+        mallinfo2.restype = Info
+        if sys.argv[1] == "warm":
+            from pipeline.worker import warm_up
+            warm_up([])
+        image = np.ones(5 << 20)                       # 40 MB
+        mapped = mallinfo2().hblkhd                    # bytes in mmap'd chunks
+        del image
+        print(mapped >> 20, mallinfo2().fordblks >> 20)  # MiB mmap'd while alive, MiB free on the heap after
+    """)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    try:
+        result = {mode: subprocess.run([sys.executable, "-c", probe, mode], capture_output=True, text=True,
+                                       check=True, env=env, cwd=REPO).stdout.split()
+                  for mode in ("cold", "warm")}
+    except subprocess.CalledProcessError as error:
+        if "mallinfo2" in error.stderr:
+            pytest.skip("malloc is not glibc >= 2.33")
+        raise
+    cold, warm = ([int(v) for v in result[mode]] for mode in ("cold", "warm"))
+    assert cold[0] >= 38 and cold[1] < 38            # glibc's own settings: mmap'd, unmapped when freed
+    assert warm[0] < 38 and warm[1] >= 38, warm      # warmed up: from the heap, kept there for the next
 
 
 @pytest.mark.parametrize("dashboard", [False, True])
