@@ -94,7 +94,7 @@ def filter_weights(theta: np.ndarray, period: np.ndarray, n_orientations: int,
     return index, weight
 
 
-def tile_pairs(index: torch.Tensor, n_channels: int, tile: int | tuple[int, int]
+def tile_pairs(index: torch.Tensor, n_channels: int, tile: tuple[int, int]
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The (tile, filter) pairs that growth must evaluate, and where each pixel finds its four
     responses.
@@ -102,12 +102,12 @@ def tile_pairs(index: torch.Tensor, n_channels: int, tile: int | tuple[int, int]
     index [B, 4, H, W] (each pixel's filters, from filter_weights). Tiles are numbered
     row-major per sample, samples after one another. Returns pair_tile [N] (the tile of each
     pair), pair_channel [N] (its filter) and flat [B * 4 * H * W]: the offset of each pixel's
-    response in the pairs' outputs [N, tile_h, tile_w], flattened. `tile` is a side or
-    (tile_h, tile_w). Bookkeeping in numpy int32 (a third of torch's time for these
-    element-wise steps), once per growth.
+    response in the pairs' outputs [N, tile_h, tile_w], flattened; `tile` is (tile_h, tile_w).
+    Bookkeeping in numpy int32 (a third of torch's time for these element-wise steps), once
+    per growth.
     """
     b, _, h, w = index.shape
-    th, tw = (tile, tile) if isinstance(tile, int) else tile
+    th, tw = tile
     nty, ntx = -(-h // th), -(-w // tw)
     rows, cols = np.arange(h, dtype=np.int32), np.arange(w, dtype=np.int32)
     tile_of = ((np.arange(b, dtype=np.int32)[:, None, None] * nty + (rows // th)[None, :, None]) * ntx
