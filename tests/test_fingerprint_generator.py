@@ -115,6 +115,31 @@ def test_impression_geometry_inverse_maps_canvas_points_back():
     assert np.max(np.hypot(bx - x, by - y)) < 1e-3
 
 
+def test_newton_inversion_gives_the_bits_of_one_map_call_per_offset_at_any_shape():
+    """invert_map evaluates the point and its two finite-difference offsets in one call; the
+    map is elementwise, so the result is that of three calls per step, to the bit."""
+    from generators.fingerprint.distortion import invert_map
+
+    geo = ImpressionGeometry(200.0, 250.0, 240.0, 300.0, np.deg2rad(12.0), 250.0, 290.0, 70.0, 110.0,
+                             np.deg2rad(-3.5), 8.0, -5.0)
+
+    def three_calls(vx, vy, iterations=3, h=0.5):
+        x, y = geo.rigid_to_canvas(vx, vy)
+        for _ in range(iterations):
+            (fx, fy), (ax, ay), (bx, by) = geo.to_master(x, y), geo.to_master(x + h, y), geo.to_master(x, y + h)
+            j11, j21, j12, j22 = (ax - fx) / h, (ay - fy) / h, (bx - fx) / h, (by - fy) / h
+            det, ex, ey = j11 * j22 - j12 * j21, fx - vx, fy - vy
+            x, y = x - (j22 * ex - j12 * ey) / det, y - (-j21 * ex + j11 * ey) / det
+        return x, y
+
+    rng = np.random.default_rng(3)
+    for shape in [(1,), (97,), (6, 5), ()]:
+        vx, vy = rng.uniform(0, 400, shape), rng.uniform(0, 500, shape)
+        got = invert_map(geo.to_master, geo.rigid_to_canvas, vx, vy, 3)
+        want = three_calls(vx, vy)
+        assert got[0].shape == shape and got[0].tobytes() == want[0].tobytes() and got[1].tobytes() == want[1].tobytes()
+
+
 def test_plastic_distortion_leaves_the_contact_core_rigid_and_moves_the_outside_by_t():
     geo = ImpressionGeometry(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 50.0, 100.0, 0.0, 10.0, 0.0)
     x = np.array([0.0, 30.0, 200.0])

@@ -99,6 +99,20 @@ def test_each_sensor_prints_dark_ridges_and_keeps_its_noise_on_the_skin(masters,
     assert np.median(residual[away]) < 0.5 * np.median(residual[finger])
 
 
+@pytest.mark.parametrize("dy, dx", [(250, 133), (0, 133), (250, 0), (0, 0), (1, 399)])
+def test_the_camera_noise_is_the_grain_rolled_to_the_bit(dy, dx):
+    """_add_shifted adds by quadrants, without the rolled copy: the float32 sums of
+    grey + scale * np.roll(field, (dy, dx)), the same bits, for any shift."""
+    from generators.fingerprint.sensors import _add_shifted
+
+    rng = np.random.default_rng(0)
+    grey = rng.uniform(0, 255, (500, 400)).astype(np.float32)
+    field = rng.standard_normal((500, 400)).astype(np.float32)
+    want = grey + np.float32(3.7) * np.roll(field, (dy, dx), axis=(0, 1))
+    _add_shifted(grey, field, 3.7, dy, dx)
+    assert grey.tobytes() == want.tobytes()
+
+
 def test_the_optical_background_is_bright_and_the_capacitive_one_grey_with_column_stripes(masters):
     s = with_difficulty(SETTINGS, 0.2)
     grey = {}
