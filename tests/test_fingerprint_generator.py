@@ -140,6 +140,28 @@ def test_newton_inversion_gives_the_bits_of_one_map_call_per_offset_at_any_shape
         assert got[0].shape == shape and got[0].tobytes() == want[0].tobytes() and got[1].tobytes() == want[1].tobytes()
 
 
+@pytest.mark.parametrize("h, w", [(500, 400), (750, 800), (97, 203)])
+def test_block_orientation_is_np_gradient_of_the_map_to_the_bit(master, h, w):
+    """_orientation_blocks writes out np.gradient's central differences over the image's
+    blocks only; the angles are those of the whole-grid np.gradient formulation, cropped."""
+    from generators.fingerprint.impression import ORIENTATION_BLOCK, _coarse_map, _orientation_blocks
+    from generators.fingerprint.orientation_field import orientation_at
+
+    b = ORIENTATION_BLOCK
+    geo = ImpressionGeometry(w / 2, h / 2, 300.0, 300.0, np.deg2rad(9.0), 310.0, 290.0, 70.0, 110.0,
+                             np.deg2rad(2.5), 6.0, -4.0)
+    cx, cy = _coarse_map(geo, h, w)
+    jxx, jxy = np.gradient(cx, b, axis=1), np.gradient(cx, b, axis=0)
+    jyx, jyy = np.gradient(cy, b, axis=1), np.gradient(cy, b, axis=0)
+    theta = orientation_at(master.layout, cx.astype(np.float64), cy.astype(np.float64))
+    dx, dy = np.cos(theta), -np.sin(theta)
+    det = jxx * jyy - jxy * jyx
+    want = np.mod(np.arctan2(-(-jyx * dx + jxx * dy) / det, (jyy * dx - jxy * dy) / det), np.pi).astype(np.float32)
+    got = _orientation_blocks(master, cx, cy, h, w)
+    assert got.shape == (h // b, w // b) and got.flags.c_contiguous
+    assert got.tobytes() == want[1:1 + h // b, 1:1 + w // b].tobytes()
+
+
 def test_plastic_distortion_leaves_the_contact_core_rigid_and_moves_the_outside_by_t():
     geo = ImpressionGeometry(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 50.0, 100.0, 0.0, 10.0, 0.0)
     x = np.array([0.0, 30.0, 200.0])

@@ -384,14 +384,18 @@ def _orientation_blocks(master: MasterPrint, coarse_x: np.ndarray, coarse_y: np.
     """Ridge orientation at each 8x8 block centre, carried through the local Jacobian of the
     impression map (so it follows the distortion's local rotation, not just the global one)."""
     b = ORIENTATION_BLOCK
-    jxx = np.gradient(coarse_x, b, axis=1)   # d master_x / d canvas_x
-    jxy = np.gradient(coarse_x, b, axis=0)   # d master_x / d canvas_y
-    jyx = np.gradient(coarse_y, b, axis=1)
-    jyy = np.gradient(coarse_y, b, axis=0)
-    theta = orientation_at(master.layout, coarse_x.astype(np.float64), coarse_y.astype(np.float64))
+    ny, nx = h // b, w // b
+    # only the blocks of the image, not the map's extra ring: each derivative is np.gradient's
+    # central difference (f[i + 1] - f[i - 1]) / (2 b) there, written out (four np.gradient
+    # calls over the whole grid were a third of this function's time; the same bits)
+    inner = (slice(1, 1 + ny), slice(1, 1 + nx))
+    jxx = (coarse_x[1:1 + ny, 2:2 + nx] - coarse_x[1:1 + ny, :nx]) / (2.0 * b)   # d master_x / d canvas_x
+    jxy = (coarse_x[2:2 + ny, 1:1 + nx] - coarse_x[:ny, 1:1 + nx]) / (2.0 * b)   # d master_x / d canvas_y
+    jyx = (coarse_y[1:1 + ny, 2:2 + nx] - coarse_y[1:1 + ny, :nx]) / (2.0 * b)
+    jyy = (coarse_y[2:2 + ny, 1:1 + nx] - coarse_y[:ny, 1:1 + nx]) / (2.0 * b)
+    theta = orientation_at(master.layout, coarse_x[inner].astype(np.float64), coarse_y[inner].astype(np.float64))
     dx, dy = np.cos(theta), -np.sin(theta)                        # master direction, image coords
     det = jxx * jyy - jxy * jyx
     cx = (jyy * dx - jxy * dy) / det                              # J^-1 d: canvas direction
     cy = (-jyx * dx + jxx * dy) / det
-    ang = np.mod(np.arctan2(-cy, cx), np.pi).astype(np.float32)
-    return np.ascontiguousarray(ang[1:1 + h // b, 1:1 + w // b])
+    return np.mod(np.arctan2(-cy, cx), np.pi).astype(np.float32)
