@@ -162,6 +162,16 @@ def test_block_orientation_is_np_gradient_of_the_map_to_the_bit(master, h, w):
     assert got.tobytes() == want[1:1 + h // b, 1:1 + w // b].tobytes()
 
 
+def test_the_contact_fraction_is_the_masks_mean_to_the_last_bit():
+    from generators.fingerprint.impression import true_fraction
+
+    rng = np.random.default_rng(5)
+    for shape in [(500, 400), (750, 800), (1000, 1600), (3, 7)]:
+        for p in (0.0, 1e-4, 0.3, 0.77, 1.0):
+            mask = rng.uniform(size=shape) < p
+            assert true_fraction(mask) == float(mask.mean()) and isinstance(true_fraction(mask), float)
+
+
 def test_plastic_distortion_leaves_the_contact_core_rigid_and_moves_the_outside_by_t():
     geo = ImpressionGeometry(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 50.0, 100.0, 0.0, 10.0, 0.0)
     x = np.array([0.0, 30.0, 200.0])

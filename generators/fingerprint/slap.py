@@ -21,7 +21,7 @@ import numpy as np
 
 from .distortion import ImpressionGeometry
 from .impression import (EDGE_MARGIN, ORIENTATION_BLOCK, _contact_ellipse, _skin_conditions, _truth_to_canvas,
-                         bounding_box, plain_ink)
+                         bounding_box, plain_ink, true_fraction)
 from .master import MasterPrint
 from .profiles import profile_named
 from .sensors import sensor_image
@@ -159,7 +159,7 @@ def make_slap(masters: dict[int, MasterPrint], slap_position: int, settings: Fin
         "finger_class": None,
         "difficulty": float(settings.difficulty),
         "rotation_deg": float(np.rad2deg(hand)),
-        "contact_fraction": float((touch > 0.5).mean()),
+        "contact_fraction": true_fraction(touch > 0.5),
         **cond,
         "n_minutiae": int(sum(len(s.minutiae) for s in segments)),
         "n_cores": int(sum(len(s.cores) for s in segments)),
