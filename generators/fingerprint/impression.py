@@ -393,7 +393,8 @@ def _orientation_blocks(master: MasterPrint, coarse_x: np.ndarray, coarse_y: np.
     ny, nx = h // b, w // b
     # only the blocks of the image, not the map's extra ring: each derivative is np.gradient's
     # central difference (f[i + 1] - f[i - 1]) / (2 b) there, written out (four np.gradient
-    # calls over the whole grid were a third of this function's time; the same bits)
+    # calls over the whole grid and the ring's angles were a quarter of the time, 399 -> 293
+    # us per impression; the same bits)
     inner = (slice(1, 1 + ny), slice(1, 1 + nx))
     jxx = (coarse_x[1:1 + ny, 2:2 + nx] - coarse_x[1:1 + ny, :nx]) / (2.0 * b)   # d master_x / d canvas_x
     jxy = (coarse_x[2:2 + ny, 1:1 + nx] - coarse_x[:ny, 1:1 + nx]) / (2.0 * b)   # d master_x / d canvas_y
