@@ -103,7 +103,7 @@ def test_each_sensor_prints_dark_ridges_and_keeps_its_noise_on_the_skin(masters,
 def test_the_camera_noise_is_the_grain_rolled_to_the_bit(dy, dx):
     """_add_shifted adds by quadrants, without the rolled copy: the float32 sums of
     grey + scale * np.roll(field, (dy, dx)), the same bits, for any shift."""
-    from generators.fingerprint.sensors import _add_shifted
+    from generators.fingerprint.pixel_kernels import _add_shifted
 
     rng = np.random.default_rng(0)
     grey = rng.uniform(0, 255, (500, 400)).astype(np.float32)

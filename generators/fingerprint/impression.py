@@ -17,6 +17,7 @@ import numpy as np
 from .distortion import ImpressionGeometry
 from .master import MasterPrint
 from .orientation_field import orientation_at
+from .pixel_kernels import ink_core, ink_finish
 from .quality_mix import resolve_difficulty
 from .profiles import ImpressionProfile, profile_named
 from .sensors import PLAIN_IMPRESSION_CODES, sensor_image
@@ -201,67 +202,37 @@ def ink_layer(master: MasterPrint, coarse_x: np.ndarray, coarse_y: np.ndarray, c
         field = cv2.remap(master.surface, maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=-1.0)
     else:
         field = field_of(maps)
-    # the contact rim is not a clean ellipse: it wanders on the scale of a few ridges
-    # (in-place arithmetic below: the same float32 operations without a temporary each)
-    touch = smooth_noise(rng, h, w, cell=18.0)
-    touch *= 0.25
-    touch += dense(coarse_rim.astype(np.float32))                # the rim
-    np.clip(touch, 0.0, 1.0, out=touch)
-    touch *= np.clip(dense(finger), 0.0, 1.0)
-    fade = touch * 1.6
-    fade -= 0.2
-    np.clip(fade, 0.0, 1.0, out=fade)
-
-    # Ridge thickness: ridges are where the ridge field exceeds a threshold (the threshold form
-    # of SFinGe's erosion/dilation). Wet skin or high pressure lowers it (thick ridges, valleys
-    # merge); dry skin raises it and makes it vary quickly in space (thin, broken, beaded
-    # ridges). Edge roughness acts at two scales: the ridge's ragged edge (~2.5 px) and its
-    # uneven width along its length (~7 px).
+    # The per-pixel arithmetic runs fused (pixel_kernels: the same float32 operations in one
+    # pass, or numpy's when the C library is not built); the model it computes:
+    # - the contact rim is not a clean ellipse: it wanders on the scale of a few ridges
+    #   (touch = 0.25 noise(18 px) + rim, inside the finger), and ridges fade in over it;
+    # - ridge thickness: ridges are where the ridge field exceeds a threshold (the threshold
+    #   form of SFinGe's erosion/dilation). Wet skin or high pressure lowers it (thick ridges,
+    #   valleys merge); dry skin raises it and makes it vary quickly in space (thin, broken,
+    #   beaded ridges). Edge roughness acts at two scales: the ridge's ragged edge (~2.5 px)
+    #   and its uneven width along its length (~7 px);
+    # - dry skin: the threshold rises in grains, so ridges break into beads and dots;
+    # - toward the rim of the contact area only the ridge tops still touch: ridges thin out
+    #   and break before they vanish (+ 1.2 (1 - fade)).
+    touch_noise = smooth_noise(rng, h, w, cell=18.0)
+    rim = dense(coarse_rim.astype(np.float32))
     moisture = cond["moisture"]
     wet = moisture + 0.3 * cond["pressure"]
     fine = smooth_noise(rng, h, w, cell=2.5)
     rough = smooth_noise(rng, h, w, cell=7.0)
-    rough *= 0.8
-    rough += 0.6 * fine
-    rough *= cond["break_amount"]
-    # a contiguous array from here on: in-place arithmetic on the cropped view ran numpy's
-    # strided loop, twice the time per operation (same bits either way)
-    threshold = np.add(dense(drift), 0.18 - 0.45 * wet)
-    threshold += rough
-    if moisture < 0.0:
-        # dry skin: the threshold rises in grains, so ridges break into beads and dots
-        grains = np.abs(fine)
-        grains *= -0.9 * moisture
-        threshold += grains
-    # toward the rim of the contact area only the ridge tops still touch: ridges thin out and
-    # break before they vanish
-    rim_thinning = np.subtract(1.0, fade, dtype=np.float32)
-    rim_thinning *= 1.2
-    threshold += rim_thinning
-    ink = np.subtract(field, threshold, out=field)     # field is this call's own array
-    ink *= 1.0 / 0.35
-    ink += 0.5
-    np.clip(ink, 0.0, 1.0, out=ink)
+    touch, fade, ink = ink_core(touch_noise, rim, dense(finger), dense(drift), field, fine, rough,
+                                thr0=0.18 - 0.45 * wet, break_amount=cond["break_amount"],
+                                dry_gain=-0.9 * moisture if moisture < 0.0 else None, inv_width=1.0 / 0.35)
+    spread = bridge_noise = None
     if wet > 0.35:
         # wet skin: sweat bridges the valleys between neighbouring ridges in patches
-        bridges = smooth_noise(rng, h, w, cell=10.0)
-        bridges += (wet - 0.35) * 2.5
-        bridges -= 1.0
-        np.clip(bridges, 0.0, 1.0, out=bridges)
+        bridge_noise = smooth_noise(rng, h, w, cell=10.0)
         spread = cv2.GaussianBlur(ink, (0, 0), 1.6)
-        spread *= bridges
-        spread *= 1.4
-        np.maximum(ink, spread, out=ink)
-    ink *= np.sqrt(fade)
+    lost = smear = None
     if cond["n_blobs"] or cond["n_scratches"]:
         lost, smear = _blobs_and_scratches(rng, h, w, cond["n_blobs"], cond["n_scratches"])
-        kept = np.subtract(1.0, lost, out=lost)
-        ink *= kept
-        if smear is not None:           # ink = max(ink (1 - lost), 0.85 smear fade)
-            smear *= fade
-            smear *= 0.85
-            np.maximum(ink, smear, out=ink)
-    np.clip(ink, 0.0, 1.0, out=ink)
+    # ink = max(ink, 1.4 spread bridges) sqrt(fade), spots' ink lost, smears' ink added
+    ink = ink_finish(ink, fade, spread, bridge_noise, (wet - 0.35) * 2.5, lost, smear)
     return InkLayer(ink.astype(np.float32, copy=False), touch, np.ascontiguousarray(dense(shade)), coarse_x, coarse_y)
 
 

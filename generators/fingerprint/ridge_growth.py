@@ -28,6 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .pixel_kernels import growth_step
+
 TILE = 32   # px at growth resolution: ~6 ridge periods; 24-48 cost the same, 16 more
 
 
@@ -158,16 +160,9 @@ def grow_ridges(init: torch.Tensor, index: torch.Tensor, weights: torch.Tensor, 
         tiles = F.pad(x, pad).unfold(2, span_h, th).unfold(3, span_w, tw).reshape(-1, span_h * span_w)
         inputs = tiles.index_select(0, pair_tile).view(1, n_pairs, span_h, span_w)
         responses = F.conv2d(inputs, pair_bank, groups=n_pairs)   # [1, N, th, tw]
-        chosen = responses.view(-1).index_select(0, flat).view(b, 4, h, w).mul_(weights)
-        # the four weighted responses summed in order, as sum(1) adds them (same bits), without
-        # its strided reduction
-        new = chosen[:, 0:1] + chosen[:, 1:2]
-        new += chosen[:, 2:3]
-        new += chosen[:, 3:4]
-        new.mul_(gain).sub_(bias).clamp_(-1.0, 1.0)
         may_stop = it + 1 >= min_iterations       # the stopping test counts from min_iterations on
-        if may_stop:
-            changed = ((new > 0) != (x > 0)).float().mean(dim=(1, 2, 3))
+        # each pixel's four responses gathered, weighed, summed, clipped (fused in C on the CPU)
+        new, changed = growth_step(responses, flat, weights, gain, bias, x, count_changes=may_stop)
         # a sample that has stopped keeps its pattern (no select while all still grow)
         x = new if bool(active.all()) else torch.where(active.view(-1, 1, 1, 1), new, x)
         used = used + active.long()

@@ -27,6 +27,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from .pixel_kernels import add_rolled_grain_to_bytes, grain_field, optical_grey, to_bytes
 from .smooth_noise import smooth_noise
 
 SENSORS: tuple[str, ...] = ("optical", "capacitive", "ink")
@@ -44,69 +45,34 @@ def _skin_texture(rng: np.random.Generator, h: int, w: int, amount: float) -> np
     return texture
 
 
-def _residue(rng: np.random.Generator, h: int, w: int, difficulty: float) -> np.ndarray:
-    """Grey-level loss [H, W] of the platen's dirt: faint smudges left by earlier fingers."""
-    smudge = smooth_noise(rng, h, w, cell=40.0)
-    smudge -= rng.uniform(0.8, 1.6)
-    np.maximum(smudge, 0.0, out=smudge)
-    smudge *= 3.0 + 8.0 * difficulty
-    return smudge
-
-
 def _grain(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     """Zero-mean, unit-variance white noise [H, W] float32. Uniform bytes rescaled: after the
     optics' blur it is as Gaussian as sensor noise gets, at a tenth of standard_normal's cost."""
-    grain = rng.integers(0, 256, (h, w), dtype=np.uint8).astype(np.float32)
-    grain -= 127.5
-    grain *= 1.0 / 73.9     # sd of a uniform byte: sqrt((256^2 - 1) / 12)
-    return grain
-
-
-def _add_shifted(grey: np.ndarray, field: np.ndarray, scale: float, dy: int, dx: int) -> None:
-    """grey += scale * np.roll(field, (dy, dx), axis=(0, 1)), in place and by quadrants: the
-    same float32 products and sums without the rolled copy. The quadrants are added by
-    OpenCV, which runs its vector loop along each row of a strided view (numpy's strided
-    loop cost 2.4x: 153 against 65 us a 500 x 400 canvas, measured); the float32 sums are the
-    same to the bit."""
-    h, w = field.shape
-    scaled = np.multiply(field, scale, dtype=np.float32)
-    for (gy, fy) in ((slice(dy, h), slice(0, h - dy)), (slice(0, dy), slice(h - dy, h))):
-        for (gx, fx) in ((slice(dx, w), slice(0, w - dx)), (slice(0, dx), slice(w - dx, w))):
-            quadrant = grey[gy, gx]
-            if quadrant.size:
-                cv2.add(quadrant, scaled[fy, fx], dst=quadrant)
+    return grain_field(rng.integers(0, 256, (h, w), dtype=np.uint8))
 
 
 def optical_image(ink: np.ndarray, touch: np.ndarray, shade: np.ndarray, cond: dict, rng: np.random.Generator,
                   difficulty: float) -> np.ndarray:
     h, w = ink.shape
     d = float(difficulty)
-    # (in place: the same float32 operations as the formulas in the comments, without a
-    # temporary array each; the bytes are the same)
-    contact = _skin_texture(rng, h, w, 0.15 + 0.3 * d)
-    contact *= ink                                    # contact = clip(ink * texture, 0, 1)
-    np.clip(contact, 0.0, 1.0, out=contact)
-    # FTIR saturates: a ridge in full contact is black whatever the pressure, and partial
-    # contact is lifted towards full (x (1.8 - 0.8 x) is a cheap gamma of about 0.75)
-    lift = contact * 0.8
-    np.subtract(1.8, lift, out=lift)
-    contact *= lift
-    grain = _grain(rng, h, w)
-    # the skin's grain (sweat, micro-relief) lives in the contact, so it is blurred by the
-    # optics with the ridges; the camera's own noise is small and everywhere:
+    # the draws of the skin's texture (~12 px), the grain and the platen's residue (faint
+    # smudges left by earlier fingers, ~40 px), whose arithmetic optical_grey fuses
+    texture_noise = smooth_noise(rng, h, w, cell=12.0)
+    grain = rng.integers(0, 256, (h, w), dtype=np.uint8)
+    residue_noise = smooth_noise(rng, h, w, cell=40.0)
+    residue0 = rng.uniform(0.8, 1.6)
+    # contact = clip(ink texture, 0, 1), then lifted: FTIR saturates, so a ridge in full
+    # contact is black whatever the pressure, and partial contact is lifted towards full
+    # (x (1.8 - 0.8 x) is a cheap gamma of about 0.75). The skin's grain (sweat,
+    # micro-relief) lives in the contact, so it is blurred by the optics with the ridges;
+    # the camera's own noise is small and everywhere:
     # grey = background + shade - residue - contrast * contact - (0.6 sigma + 6) * contact * grain
-    grey = shade + cond["background"]
-    grey -= _residue(rng, h, w, d)
-    np.multiply(contact, cond["contrast"], out=lift)
-    grey -= lift
-    np.multiply(contact, 0.6 * cond["noise_sigma"] + 6.0, out=lift)
-    lift *= grain
-    grey -= lift
+    grey = optical_grey(texture_noise, 0.15 + 0.3 * d, ink, shade, grain, residue_noise, residue0,
+                        3.0 + 8.0 * d, cond["background"], cond["contrast"], 0.6 * cond["noise_sigma"] + 6.0)
     grey = cv2.GaussianBlur(grey, (0, 0), cond["blur_sigma"])
     # the camera's noise: the grain field shifted by half the canvas, uncorrelated with the
     # skin's at every pixel, at no cost of another draw
-    _add_shifted(grey, grain, (0.3 + 0.5 * d) * cond["noise_sigma"], h // 2, w // 3)
-    return _to_bytes(grey)
+    return add_rolled_grain_to_bytes(grey, grain, (0.3 + 0.5 * d) * cond["noise_sigma"], h // 2, w // 3)
 
 
 def capacitive_image(ink: np.ndarray, touch: np.ndarray, shade: np.ndarray, cond: dict, rng: np.random.Generator,
@@ -126,7 +92,7 @@ def capacitive_image(ink: np.ndarray, touch: np.ndarray, shade: np.ndarray, cond
     gain = (1.0 + rng.normal(0.0, 0.02, (1, w))).astype(np.float32)
     grey = grey * gain + rows + cols
     grey += cond["noise_sigma"] * 0.7 * _grain(rng, h, w)
-    return _to_bytes(grey)
+    return to_bytes(grey)
 
 
 def ink_card_image(ink: np.ndarray, touch: np.ndarray, shade: np.ndarray, cond: dict, rng: np.random.Generator,
@@ -167,14 +133,7 @@ def ink_card_image(ink: np.ndarray, touch: np.ndarray, shade: np.ndarray, cond: 
     grain = _grain(rng, h, w)
     grain *= noise_sd
     grey += grain
-    return _to_bytes(grey)
-
-
-def _to_bytes(grey: np.ndarray) -> np.ndarray:
-    """clip(rint(grey), 0, 255) as uint8, rounding in place."""
-    np.rint(grey, out=grey)
-    np.clip(grey, 0.0, 255.0, out=grey)
-    return grey.astype(np.uint8)
+    return to_bytes(grey)
 
 
 _RENDERERS = {"optical": optical_image, "capacitive": capacitive_image, "ink": ink_card_image}

@@ -181,8 +181,11 @@ def generator_version(package_dir: str) -> str:
         release = "0+unknown"
     digest = hashlib.sha256(PNG_ENCODER.encode())
     # data files shipped beside the code (e.g. the fingerprint quality calibration) decide
-    # bytes too; weights in subfolders have their own hash in the rows' params
-    sources = sorted(Path(package_dir).glob("*.py")) + sorted(Path(package_dir).glob("*.json"))
+    # bytes too, and so do native kernels' sources (native/*.c: the same bits as the Python
+    # formulas they stand for, which tests check); weights in subfolders have their own hash
+    # in the rows' params
+    package = Path(package_dir)
+    sources = sorted(package.glob("*.py")) + sorted(package.glob("*.json")) + sorted(package.glob("native/*.c"))
     for source in sources:
         digest.update(source.name.encode() + b"\0" + source.read_bytes())
     return f"{release}+src.{digest.hexdigest()[:12]}"

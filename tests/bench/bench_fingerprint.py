@@ -5,6 +5,7 @@ Writes tests/bench/results/fingerprint.json and tests/bench/results/fingerprint_
 CPU figures are per core: torch and OpenCV are limited to one thread. The headline,
 `impressions_per_s_per_core_all_in`, divides by CPU seconds (a master shared by 8
 impressions); the wall-clock rates beside it also count time other processes take.
+`pixel_kernels` compares the C pixel kernels with the numpy formulas, alternating in one run.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import torch
 
 from generators.fingerprint import (DIFFICULTY_PRESETS, FINGER_CLASSES, FingerprintSettings, make_impression,
                                     make_master, make_masters, make_rolled_impression, make_slap, with_difficulty)
+from generators.fingerprint import pixel_kernels
 
 pytestmark = pytest.mark.bench
 
@@ -82,6 +84,42 @@ def _cpu_throughput(settings: FingerprintSettings, n_fingers: int) -> dict:
     }
 
 
+def _pixel_kernels_gain(settings: FingerprintSettings, n_fingers: int) -> dict:
+    """CPU ms per finger (a master, K plain and one rolled impression) with the C pixel kernels
+    and with the numpy formulas they replace, alternating finger by finger in the same run
+    (the same prints: the backends give the same bytes), and the ratio."""
+    def finger(f: int) -> np.ndarray:
+        cpu = [time.process_time()]
+        master = make_master(settings, 1 + f % 10, _rng(11, f))
+        cpu.append(time.process_time())
+        for k in range(K):
+            make_impression(master, settings, _rng(12, f, k))
+        cpu.append(time.process_time())
+        make_rolled_impression(master, settings, _rng(13, f))
+        cpu.append(time.process_time())
+        return np.diff(cpu)
+
+    if pixel_kernels.backend() != "native":
+        return {"backend": pixel_kernels.backend()}
+    native, reference = np.zeros(3), np.zeros(3)
+    for f in range(-1, n_fingers):                 # finger -1 warms both paths up
+        order = (True, False) if f % 2 else (False, True)
+        for use_native in order:
+            if use_native:
+                t = finger(max(f, 0))
+            else:
+                with pixel_kernels.numpy_backend():
+                    t = finger(max(f, 0))
+            if f >= 0:
+                (native if use_native else reference)[:] += t
+    parts = ("master", f"{K}_plain", "rolled")
+    return {"backend": "native", "fingers": n_fingers,
+            "cpu_ms_per_finger_native": dict(zip(parts, np.round(1000 * native / n_fingers, 2).tolist())),
+            "cpu_ms_per_finger_numpy": dict(zip(parts, np.round(1000 * reference / n_fingers, 2).tolist())),
+            "time_ratio_native_to_numpy": round(float(native.sum() / reference.sum()), 3),
+            "time_ratio_per_part": dict(zip(parts, np.round(native / reference, 3).tolist()))}
+
+
 def _cuda_throughput(settings: FingerprintSettings, batch: int) -> dict:
     positions = [1 + i % 10 for i in range(batch)]
     make_masters(settings, positions[:2], [_rng(3, i) for i in range(2)], device="cuda")     # warm-up
@@ -124,6 +162,7 @@ def test_fingerprint_throughput_and_contact_sheet():
     cv2.setNumThreads(1)
     try:
         result = {"cpu_one_core": _cpu_throughput(settings, n_fingers=12),
+                  "pixel_kernels": _pixel_kernels_gain(settings, n_fingers=24),
                   "canvas": [settings.width, settings.height]}
         if torch.cuda.is_available():
             result["cuda"] = _cuda_throughput(settings, batch=32)

@@ -1,7 +1,8 @@
 """Pipeline benchmark: samples/s with 1 and 2 workers in alternating pairs (parallel
 efficiency of the median pair; target 0.85) and per-shard overhead, on the real fingerprint
 stage at the default canvas, and the end-to-end rate per core (samples per CPU second of the
-shards: generation, PNG, truth files, manifest parts; target 60). Writes
+shards: generation, PNG, truth files, manifest parts; target 60), with the gain of the C
+pixel kernels over the numpy formulas in the same run. Writes
 tests/bench/results/pipeline.json. Run with `make bench` (timings on a shared machine are noisy).
 """
 from __future__ import annotations
@@ -9,12 +10,14 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import time
 from pathlib import Path
 
 import pytest
 
 from conftest import compose_overrides
+from generators.fingerprint import pixel_kernels
 from pipeline.runner import run
 
 RESULTS = Path(__file__).parent / "results" / "pipeline.json"
@@ -40,6 +43,42 @@ def mint_timed(root: Path, *overrides: str) -> dict:
     return timing
 
 
+def file_create_cpu_us(folder: Path, n: int = 500) -> float:
+    """Kernel CPU per new file (open with O_CREAT, then close) in a new folder beside the runs'.
+    The stage creates five files per sample, and on the ext4 disk of the VM this README was
+    measured on an inode allocation cost 20 us in some folders and 0.4-1.1 ms in others, and
+    the same folder moved between the two within the hour: up to ~5 ms of CPU per sample that
+    the shards' CPU seconds count. Measured in the same run, so the end-to-end rate can be read
+    against it."""
+    folder.mkdir()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_stime
+    for i in range(n):
+        os.close(os.open(folder / f"probe{i}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    return round(1e6 * (resource.getrusage(resource.RUSAGE_SELF).ru_stime - before) / n, 1)
+
+
+def pixel_kernels_gain(root: Path, pairs: int = 3) -> dict:
+    """One-worker runs (in this process) with the C pixel kernels and with the numpy formulas,
+    alternating, each pair of its own seed (same bytes either way): samples per CPU second
+    end to end, and the per-pair speed ratio native / numpy."""
+    if pixel_kernels.backend() != "native":
+        return {"backend": pixel_kernels.backend()}
+    native, numpy = [], []
+    for k in range(pairs):
+        seed = f"seed={2000 + k}"
+        for use_native in ((True, False) if k % 2 else (False, True)):
+            if use_native:
+                run_ = mint_timed(root / f"native-{k}", "cluster.workers=1", "dataset.shard_size=2", seed)
+            else:
+                with pixel_kernels.numpy_backend():
+                    run_ = mint_timed(root / f"numpy-{k}", "cluster.workers=1", "dataset.shard_size=2", seed)
+            (native if use_native else numpy).append(run_["samples"] / run_["cpu_seconds"])
+    ratios = sorted(a / b for a, b in zip(native, numpy))
+    return {"backend": "native", "samples_per_cpu_s_native": [round(r, 2) for r in native],
+            "samples_per_cpu_s_numpy": [round(r, 2) for r in numpy],
+            "speed_ratio_native_to_numpy_median": round(ratios[len(ratios) // 2], 3)}
+
+
 @pytest.mark.bench
 def test_pipeline_throughput_and_shard_overhead(tmp_path):
     # Alternating 1- and 2-worker runs (the issue's method: these VMs' speed drifts by 10-20 %
@@ -48,7 +87,7 @@ def test_pipeline_throughput_and_shard_overhead(tmp_path):
     # the one-worker runs (in this process) met every growth convolution's shape again from
     # the previous pair and skipped oneDNN's primitive creation (1-3 ms per new shape, once
     # per master), which fresh worker processes and a user's run never skip.
-    pairs = []
+    pairs, file_create = [], [file_create_cpu_us(tmp_path / "probe-start")]
     for k in range(PAIRS):
         seed = f"seed={1000 + k}"
         one = mint_timed(tmp_path / f"w1-{k}", "cluster.workers=1", "dataset.shard_size=2", seed)
@@ -61,6 +100,8 @@ def test_pipeline_throughput_and_shard_overhead(tmp_path):
     # Per-shard overhead: worker time not spent inside the stage's run_shard, per shard
     # (scheduling, pickling, Parquet part + stats writing), measured with one subject per shard.
     small = mint_timed(tmp_path / "s1", "cluster.workers=1", "dataset.shard_size=1")
+    kernels = pixel_kernels_gain(tmp_path)
+    file_create.append(file_create_cpu_us(tmp_path / "probe-end"))
     overhead = (small["seconds"] * small["workers"] - small["shard_seconds"]) / small["shards"]
     # the "Speed measured end to end" headline: samples (8 plain + 1 rolled per finger) per CPU
     # second of the shards, generation + PNG + truth files + manifest parts included, all runs
@@ -83,6 +124,12 @@ def test_pipeline_throughput_and_shard_overhead(tmp_path):
         "end_to_end_samples_per_s_per_core": {name: round(rate, 2) for name, rate in end_to_end.items()},
         "end_to_end_target_per_core": TARGET_PER_CORE,
         "meets_end_to_end_target": bool(end_to_end["one_worker"] >= TARGET_PER_CORE),
+        # kernel CPU per new file where the runs wrote, before and after them (file_create_cpu_us)
+        "file_create_cpu_us": file_create,
+        "output_folder": str(tmp_path),
+        # the C pixel kernels or the numpy formulas (same bytes, generators/fingerprint/pixel_kernels.py),
+        # and the end-to-end gain of the kernels in this run (one worker, alternating pairs)
+        "pixel_kernels": kernels,
         "load_average_1min": round(os.getloadavg()[0], 2),
         "note": "samples/s over the stage's wall time (cluster start and worker imports excluded); "
                 "cpu_utilisation < ~0.9 means the cores were shared with other processes",
