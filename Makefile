@@ -13,6 +13,8 @@ AFIS_NATIVE_BUILD := build/afis-native
 PIXEL_KERNELS := generators/fingerprint/native/libpixel_kernels.so
 KERNEL_CC ?= gcc
 KERNEL_CFLAGS := -O3 -std=c11 -fPIC -shared -fno-fast-math -ffp-contract=off -fno-math-errno -fno-trapping-math -Wall -Wextra
+# what every target that runs biomint needs built first
+INSTALLED := $(STAMP) $(PIXEL_KERNELS)
 DATASET_DIR ?= data/default
 ARGS ?=
 LATENT_RUN ?= runs/latent
@@ -23,7 +25,7 @@ LATENT_STEPS ?= 8000
 help: ## List the targets (variables: DATASET_DIR=data/default, ARGS="key=value ...")
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS=":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
 
-install: $(STAMP) $(PIXEL_KERNELS) ## Create .venv, install biomint, build the NBIS library and the pixel kernels
+install: $(INSTALLED) ## Create .venv, install biomint, build the NBIS library and the pixel kernels
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,21 +46,21 @@ $(STAMP): pyproject.toml
 $(PIXEL_KERNELS): generators/fingerprint/native/pixel_kernels.c
 	$(KERNEL_CC) $(KERNEL_CFLAGS) -o $@.tmp $< -lm && mv $@.tmp $@
 
-dataset: $(STAMP) $(PIXEL_KERNELS) ## Mint the default dataset into data/default (resumes if interrupted), then validate it
+dataset: $(INSTALLED) ## Mint the default dataset into data/default (resumes if interrupted), then validate it
 	$(BIOMINT) dataset=default output_dir=$(DATASET_DIR) $(ARGS)
 	$(BIOMINT) validate $(DATASET_DIR)
 
 evaluate: dataset ## Evaluate data/default: eval/*.parquet and report/index.html
 	$(BIOMINT) evaluate $(DATASET_DIR)
 
-test: $(STAMP) $(PIXEL_KERNELS) ## Run the fast test suite (what CI runs)
+test: $(INSTALLED) ## Run the fast test suite (what CI runs)
 	$(PY) -m pytest -q
 
-test-all: $(STAMP) $(PIXEL_KERNELS) ## Run every test, slow and GPU ones included
+test-all: $(INSTALLED) ## Run every test, slow and GPU ones included
 	$(PY) -m pytest -q -m 'not bench'
 
 SLURM_BINARIES := slurmctld slurmd munged sbatch
-test-slurm: $(STAMP) $(PIXEL_KERNELS) ## Mint through a one-node SLURM cluster on localhost (as root: installs slurm-wlm, munge)
+test-slurm: $(INSTALLED) ## Mint through a one-node SLURM cluster on localhost (as root: installs slurm-wlm, munge)
 	@missing=$$(for b in $(SLURM_BINARIES); do command -v $$b >/dev/null || echo $$b; done); \
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ]; then \
 	    echo "test-slurm: installing slurm-wlm munge (missing: $$(echo $$missing))"; \
@@ -68,20 +70,20 @@ test-slurm: $(STAMP) $(PIXEL_KERNELS) ## Mint through a one-node SLURM cluster o
 	    echo "test-slurm: not root, so slurm-wlm and munge are not installed: the SLURM tests skip"; fi
 	$(PY) -m pytest -q -m slurm tests/test_slurm.py -rsP
 
-bench: $(STAMP) $(PIXEL_KERNELS) ## Run the benchmarks; JSON results in tests/bench/results/
+bench: $(INSTALLED) ## Run the benchmarks; JSON results in tests/bench/results/
 	mkdir -p tests/bench/results
 	$(PY) -m pytest -q -m bench tests/bench
 
-calibrate-quality: $(STAMP) $(PIXEL_KERNELS) ## Remake the fingerprint.quality_mix calibration (~4 min on one core; BIOMINT_QCAL_FINGERS=32)
+calibrate-quality: $(INSTALLED) ## Remake the fingerprint.quality_mix calibration (~4 min on one core; BIOMINT_QCAL_FINGERS=32)
 	mkdir -p tests/bench/results
 	$(PY) -m pytest -q -m bench tests/bench/bench_quality_calibration.py -s
 
-realism: $(STAMP) $(PIXEL_KERNELS) ## Issue 10: EER, minutiae, ridge figures per profile and sensor vs real prints (BIOMINT_REALISM_FINGERS=100)
+realism: $(INSTALLED) ## Issue 10: EER, minutiae, ridge figures per profile and sensor vs real prints (BIOMINT_REALISM_FINGERS=100)
 	mkdir -p tests/bench/results
 	$(PY) -m pytest -q -m bench tests/bench/bench_fingerprint_realism.py -s
 .PHONY: realism
 
-train-latent: $(STAMP) $(PIXEL_KERNELS) ## Train (or resume) the latent diffusion model as shipped (generators/latent/weights/TRAINING.md)
+train-latent: $(INSTALLED) ## Train (or resume) the latent diffusion model as shipped (generators/latent/weights/TRAINING.md)
 	$(VENV)/bin/biomint-train-latent --out $(LATENT_RUN)-ridges --steps 2250 --lr 5e-4 --workers 1 --condition ridges
 	$(VENV)/bin/biomint-train-latent --out $(LATENT_RUN) --init $(LATENT_RUN)-ridges --steps $(LATENT_STEPS) \
 	    --lr 5e-4 --workers 1 --condition residue

@@ -79,10 +79,12 @@ def backend() -> str:
 
 
 @contextlib.contextmanager
-def numpy_backend():
-    """Run the numpy formulas inside the block (the reference the C kernels are tested against)."""
+def numpy_backend(enabled: bool = True):
+    """Run the numpy formulas inside the block (the reference the C kernels are tested against);
+    with enabled=False the block keeps the backend it has (for alternating comparisons)."""
     global _use_native
-    before, _use_native = _use_native, False
+    before = _use_native
+    _use_native = before and not enabled
     try:
         yield
     finally:

@@ -105,11 +105,8 @@ def _pixel_kernels_gain(settings: FingerprintSettings, n_fingers: int) -> dict:
     for f in range(-1, n_fingers):                 # finger -1 warms both paths up
         order = (True, False) if f % 2 else (False, True)
         for use_native in order:
-            if use_native:
+            with pixel_kernels.numpy_backend(enabled=not use_native):
                 t = finger(max(f, 0))
-            else:
-                with pixel_kernels.numpy_backend():
-                    t = finger(max(f, 0))
             if f >= 0:
                 (native if use_native else reference)[:] += t
     parts = ("master", f"{K}_plain", "rolled")

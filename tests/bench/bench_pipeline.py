@@ -67,11 +67,9 @@ def pixel_kernels_gain(root: Path, pairs: int = 3) -> dict:
     for k in range(pairs):
         seed = f"seed={2000 + k}"
         for use_native in ((True, False) if k % 2 else (False, True)):
-            if use_native:
-                run_ = mint_timed(root / f"native-{k}", "cluster.workers=1", "dataset.shard_size=2", seed)
-            else:
-                with pixel_kernels.numpy_backend():
-                    run_ = mint_timed(root / f"numpy-{k}", "cluster.workers=1", "dataset.shard_size=2", seed)
+            with pixel_kernels.numpy_backend(enabled=not use_native):
+                run_ = mint_timed(root / f"{pixel_kernels.backend()}-{k}", "cluster.workers=1",
+                                  "dataset.shard_size=2", seed)
             (native if use_native else numpy).append(run_["samples"] / run_["cpu_seconds"])
     ratios = sorted(a / b for a, b in zip(native, numpy))
     return {"backend": "native", "samples_per_cpu_s_native": [round(r, 2) for r in native],
