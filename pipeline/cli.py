@@ -259,4 +259,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    console()
+    from pipeline.launch import console as launch
+
+    launch()

@@ -7,14 +7,21 @@ import os
 from pathlib import Path
 from typing import Callable, Iterator
 
+from pipeline.malloc_tuning import malloc_env
+
 log = logging.getLogger("biomint")
 
 # Set in every worker process before it starts. One thread per worker: keep BLAS/OpenMP/torch
-# pools at one thread too. Dask's default MALLOC_TRIM_THRESHOLD_=65536 also freezes glibc's
-# mmap threshold at 128 KiB, so every image-sized array is mmap'd and unmapped again: measured
-# here, 7x the system time and 1.8x the wall time of a fingerprint shard. Keep them on the heap.
-WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-              "MALLOC_TRIM_THRESHOLD_": str(256 << 20), "MALLOC_MMAP_THRESHOLD_": str(64 << 20)}
+# pools at one thread too. The malloc settings (heap thresholds, huge pages, one arena for a
+# single-threaded worker) and the measurements behind them are in pipeline.malloc_tuning.
+THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+
+
+def worker_env(threads_per_worker: int) -> dict[str, str]:
+    """The environment a worker process starts with (Dask's nanny pre-spawn environ, or the
+    exports of a SLURM job script)."""
+    return {**THREAD_ENV, **malloc_env(threads_per_worker)}
+
 
 # What a local cluster nobody watches (cluster.dashboard=false) need not do: sample every
 # worker's stacks every 10 ms for the dashboard's profile (counted in the worker's CPU), check
@@ -163,7 +170,7 @@ def open_local(cfg, wants_gpu: bool, samples: int | None = None) -> Iterator:
     import dask
     from dask.distributed import Client, LocalCluster
 
-    spawn_env = dask.config.set({"distributed.nanny.pre-spawn-environ": WORKER_ENV,
+    spawn_env = dask.config.set({"distributed.nanny.pre-spawn-environ": worker_env(cfg.threads_per_worker),
                                  **({} if cfg.dashboard else UNWATCHED_CLUSTER)})
     # a random dashboard port unless asked for: other clusters on the machine may hold :8787
     dashboard = ":8787" if cfg.dashboard else ":0"
@@ -194,7 +201,8 @@ def slurm_cluster(cfg):
     return SLURMCluster(queue=cfg.queue, account=cfg.account, cores=cfg.cores, processes=cfg.processes,
                         memory=cfg.memory, walltime=cfg.walltime, job_extra_directives=directives,
                         job_script_prologue=list(cfg.job_script_prologue)
-                        + [f"export {k}={v}" for k, v in {**WORKER_ENV, **dask_env(UNWATCHED_WORKER)}.items()],
+                        + [f"export {k}={v}" for k, v in {**worker_env(max(1, cfg.cores // max(1, cfg.processes))),
+                                                             **dask_env(UNWATCHED_WORKER)}.items()],
                         log_directory=cfg.log_directory, local_directory=cfg.local_directory)
 
 

@@ -58,22 +58,23 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 
 
 def heap_kept_for_arrays() -> None:
-    """Give this process the malloc settings WORKER_ENV gives spawned workers. glibc reads
-    MALLOC_*_ only when a process starts, and a one-worker run mints in the client process
-    (InlineClient): there every image-sized array was mmap'd and its pages faulted in again,
-    550 page faults per fingerprint sample against 13, 1.5 ms more system time per sample
-    (measured on 360 samples). Where malloc is not glibc's, nothing is set."""
+    """Give this process the heap thresholds spawned workers start with (malloc_tuning.HEAP_ENV):
+    glibc reads MALLOC_*_ only when a process starts, and a one-worker run mints in the client
+    process (InlineClient), which may not have been started by the `biomint` script. Without
+    them every image-sized array was mmap'd and its pages faulted in again: 550 page faults per
+    fingerprint sample against 13, 1.5 ms more system time per sample (measured on 360 samples).
+    Where malloc is not glibc's, nothing is set."""
     import ctypes
 
-    from pipeline.cluster import WORKER_ENV
+    from pipeline.malloc_tuning import HEAP_ENV
 
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError, TypeError):     # no C library by that name, or no mallopt in it
         return
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    mallopt(M_TRIM_THRESHOLD, int(WORKER_ENV["MALLOC_TRIM_THRESHOLD_"]))
-    mallopt(M_MMAP_THRESHOLD, int(WORKER_ENV["MALLOC_MMAP_THRESHOLD_"]))
+    mallopt(M_TRIM_THRESHOLD, int(HEAP_ENV["MALLOC_TRIM_THRESHOLD_"]))
+    mallopt(M_MMAP_THRESHOLD, int(HEAP_ENV["MALLOC_MMAP_THRESHOLD_"]))
 
 
 def check_params(stage, rows: list[dict]) -> None:
@@ -94,6 +95,10 @@ def warm_up(stage_names: list[str]) -> None:
     heap_kept_for_arrays()
     for name in stage_names:
         getattr(stages[name], "warm_up", lambda: None)()
+        # pyarrow imports pandas on its first conversion from Python objects: 0.13-0.21 s of CPU
+        # that each worker's first shard paid inside its timing (the client process of a
+        # one-worker run had imported pandas before its first shard)
+        rows_to_table([], stages[name].PARAMS_TYPE)
 
 
 def mint_shard(stage_name: str, config, root: str, seed: int, shard: Shard, storage: str = "files") -> dict:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-BIOMINT = [sys.executable, "-m", "pipeline.cli"]
+BIOMINT = [sys.executable, "-m", "pipeline.launch"]  # the `biomint` script's entry
 
 # A dataset small enough for many test runs: 6 fingers x 2 impressions on small canvases,
 # one subject (two positions) per shard -> 3 shards.

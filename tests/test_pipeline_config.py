@@ -88,6 +88,8 @@ def test_slurm_cluster_renders_a_job_script(compose_config):
                  "export DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False"):
         assert line in script
     assert "--nthreads 1" in script and "--nworkers 8" in script
+    # one thread per worker: huge pages and one malloc arena (pipeline.malloc_tuning)
+    assert "glibc.malloc.hugetlb=1" in script and "glibc.malloc.arena_max=1" in script
 
 
 def test_config_errors_are_one_sentence(compose_config):

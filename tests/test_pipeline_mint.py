@@ -229,7 +229,7 @@ def test_a_worker_runs_torch_and_opencv_on_one_thread_each():
 
 
 def test_the_in_process_worker_keeps_freed_arrays_on_the_heap():
-    """A one-worker run mints in the client process, which glibc started without WORKER_ENV's
+    """A one-worker run mints in the client process, which glibc started without the workers'
     MALLOC_*_ settings: warm_up sets them with mallopt, so an image-sized array comes from the
     heap and stays there when freed, instead of being mmap'd (and page-faulted) anew each time."""
     probe = textwrap.dedent("""

@@ -227,7 +227,12 @@ def run_shard(shard, config, context: StageContext) -> list[dict]:
 
 
 def warm_up() -> None:
-    import generators.fingerprint  # noqa: F401  (torch and the generator: seconds on a cold worker)
+    """Import the generator (torch and every module a shard calls: seconds on a cold worker).
+    The package resolves its names on first use, so importing it alone imports none of them."""
+    import generators.fingerprint as fp
+
+    for name in fp.__all__:
+        getattr(fp, name)
 
 
 def current_generator_version() -> str:

@@ -289,7 +289,7 @@ def run_shard(shard, config, context: StageContext) -> list[dict]:
 
 
 def warm_up() -> None:
-    import generators.fingerprint  # noqa: F401
+    fingerprint_stage.warm_up()
     import generators.latent.refine  # noqa: F401
 
 

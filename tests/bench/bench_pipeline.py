@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import compose_overrides
+from conftest import compose_overrides, run_biomint
 from generators.fingerprint import pixel_kernels
+from pipeline.manifest import load_dataset_json
 from pipeline.runner import run
 
 RESULTS = Path(__file__).parent / "results" / "pipeline.json"
@@ -32,15 +33,29 @@ TARGET_EFFICIENCY = 0.85  # 2 workers' samples/s over twice one worker's, same i
 PAIRS = 5
 
 
-def mint_timed(root: Path, *overrides: str) -> dict:
-    start = time.perf_counter()
-    meta = run(compose_overrides(*SIZE, f"output_dir={root}", *overrides))
+def _timing(meta: dict, start: float) -> dict:
     timing = dict(meta["stages"]["fingerprint"]["last_run"])
     timing["total_seconds"] = round(time.perf_counter() - start, 3)  # + cluster start, pairs, dataset.json
     timing["samples_per_s"] = round(timing["samples"] / timing["seconds"], 3)
     # CPU the shards got / wall time x workers: well under 1 means other processes held the cores
     timing["cpu_utilisation"] = round(timing["cpu_seconds"] / (timing["seconds"] * timing["workers"]), 3)
     return timing
+
+
+def mint_timed(root: Path, *overrides: str) -> dict:
+    """A run in this process (pipeline.runner.run), for comparisons made inside one process."""
+    start = time.perf_counter()
+    return _timing(run(compose_overrides(*SIZE, f"output_dir={root}", *overrides)), start)
+
+
+def mint_timed_by_script(root: Path, *overrides: str) -> dict:
+    """A run of the `biomint` script in a subprocess, as users run it: its process and the
+    workers start with the malloc environment of pipeline.malloc_tuning, which glibc reads only
+    at a process's start (this process, started by pytest, has glibc's defaults)."""
+    start = time.perf_counter()
+    result = run_biomint(*SIZE, f"output_dir={root}", *overrides, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return _timing(load_dataset_json(root), start)
 
 
 def file_create_cpu_us(folder: Path, n: int = 500) -> float:
@@ -79,17 +94,18 @@ def pixel_kernels_gain(root: Path, pairs: int = 3) -> dict:
 
 @pytest.mark.bench
 def test_pipeline_throughput_and_shard_overhead(tmp_path):
-    # Alternating 1- and 2-worker runs (the issue's method: these VMs' speed drifts by 10-20 %
-    # over a minute), efficiency per adjacent pair, the median pair reported.
-    # Each pair mints prints of its own seed, both runs the same ones. With one seed for all,
-    # the one-worker runs (in this process) met every growth convolution's shape again from
-    # the previous pair and skipped oneDNN's primitive creation (1-3 ms per new shape, once
-    # per master), which fresh worker processes and a user's run never skip.
+    # Alternating 1- and 2-worker runs of the `biomint` script (the issue's method: these VMs'
+    # speed drifts by 10-20 % over a minute), efficiency per adjacent pair, the median pair
+    # reported. Each run is a fresh process, as a user's is: none meets the growth convolutions'
+    # shapes of an earlier run and skips oneDNN's primitive creation (1-3 ms per new shape), and
+    # the one-worker run mints in a process with the workers' malloc environment (in this
+    # process it would have glibc's defaults, and the pair would credit Dask with the difference).
+    # Each pair mints prints of its own seed, both runs the same ones.
     pairs, file_create = [], [file_create_cpu_us(tmp_path / "probe-start")]
     for k in range(PAIRS):
         seed = f"seed={1000 + k}"
-        one = mint_timed(tmp_path / f"w1-{k}", "cluster.workers=1", "dataset.shard_size=2", seed)
-        two = mint_timed(tmp_path / f"w2-{k}", "cluster.workers=2", "dataset.shard_size=2", seed)  # 10 shards
+        one = mint_timed_by_script(tmp_path / f"w1-{k}", "cluster.workers=1", "dataset.shard_size=2", seed)
+        two = mint_timed_by_script(tmp_path / f"w2-{k}", "cluster.workers=2", "dataset.shard_size=2", seed)
         pairs.append((one, two))
     efficiencies = [two["samples_per_s"] / (2 * one["samples_per_s"]) for one, two in pairs]
     median = sorted(range(PAIRS), key=efficiencies.__getitem__)[PAIRS // 2]
@@ -97,7 +113,7 @@ def test_pipeline_throughput_and_shard_overhead(tmp_path):
     efficiency = efficiencies[median]
     # Per-shard overhead: worker time not spent inside the stage's run_shard, per shard
     # (scheduling, pickling, Parquet part + stats writing), measured with one subject per shard.
-    small = mint_timed(tmp_path / "s1", "cluster.workers=1", "dataset.shard_size=1")
+    small = mint_timed_by_script(tmp_path / "s1", "cluster.workers=1", "dataset.shard_size=1")
     kernels = pixel_kernels_gain(tmp_path)
     file_create.append(file_create_cpu_us(tmp_path / "probe-end"))
     overhead = (small["seconds"] * small["workers"] - small["shard_seconds"]) / small["shards"]
