@@ -22,3 +22,10 @@ def lazy_exports(package: str, where: dict[str, str], namespace: dict):
         return value
 
     return __getattr__
+
+
+def resolve_all(package) -> None:
+    """Import now every submodule behind the package's `__all__` (a worker's warm-up, before
+    its first shard is timed)."""
+    for name in package.__all__:
+        getattr(package, name)

@@ -198,11 +198,12 @@ def slurm_cluster(cfg):
     directives = list(cfg.job_extra_directives)
     if cfg.gpus_per_job:
         directives.append(f"--gres=gpu:{cfg.gpus_per_job}")
+    threads_per_worker = max(1, cfg.cores // max(1, cfg.processes))   # dask-jobqueue's --nthreads
+    exports = {**worker_env(threads_per_worker), **dask_env(UNWATCHED_WORKER)}
     return SLURMCluster(queue=cfg.queue, account=cfg.account, cores=cfg.cores, processes=cfg.processes,
                         memory=cfg.memory, walltime=cfg.walltime, job_extra_directives=directives,
                         job_script_prologue=list(cfg.job_script_prologue)
-                        + [f"export {k}={v}" for k, v in {**worker_env(max(1, cfg.cores // max(1, cfg.processes))),
-                                                             **dask_env(UNWATCHED_WORKER)}.items()],
+                        + [f"export {k}={v}" for k, v in exports.items()],
                         log_directory=cfg.log_directory, local_directory=cfg.local_directory)
 
 

@@ -17,8 +17,8 @@ Why each setting, measured on the fingerprint stage (360 samples, 40 fingers x 9
 - glibc.malloc.arena_max=1 (single-threaded workers only): a Dask worker mints on an executor
   thread, and glibc gives a non-main thread its own arena of mmap'd 64 MB heaps, which the
   huge-page setting does not reach: 34-38k page faults per 360 samples on two workers against
-  2.0k with one arena. A worker with several
-  threads keeps glibc's arenas, which exist so that its threads do not wait on one lock.
+  2.0k with one arena. A worker with several threads keeps glibc's arenas, which exist so that
+  its threads do not wait on one lock.
 Together, over 4 alternating pairs of `biomint` runs with and without them (360 samples each):
 one worker 95.7-101.2 samples/s against 93.7-99.1 (+2 % on the means), two workers 132.2-142.4
 against 130.9-133.9 (+4 %), CPU per sample on two workers 13.4-14.4 ms against 14.3-14.5 ms.

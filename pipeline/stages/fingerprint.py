@@ -230,9 +230,9 @@ def warm_up() -> None:
     """Import the generator (torch and every module a shard calls: seconds on a cold worker).
     The package resolves its names on first use, so importing it alone imports none of them."""
     import generators.fingerprint as fp
+    from generators.lazy_exports import resolve_all
 
-    for name in fp.__all__:
-        getattr(fp, name)
+    resolve_all(fp)
 
 
 def current_generator_version() -> str:
