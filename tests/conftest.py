@@ -62,10 +62,14 @@ def file_hashes(root: Path) -> dict[str, str]:
             for sub in ("images", "truth") for p in sorted((root / sub).rglob("*")) if p.is_file()}
 
 
+def biomint_env() -> dict[str, str]:
+    """The environment the console script runs with in tests: Hydra's short errors, as users see them."""
+    return {**os.environ, "HYDRA_FULL_ERROR": "0"}
+
+
 def run_biomint(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """The console script in a subprocess (what users run), output captured."""
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run([*BIOMINT, *args], cwd=cwd or REPO, env=env, capture_output=True, text=True,
+    return subprocess.run([*BIOMINT, *args], cwd=cwd or REPO, env=biomint_env(), capture_output=True, text=True,
                           timeout=timeout)
 
 

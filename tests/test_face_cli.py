@@ -4,12 +4,13 @@ mint of faces + fingerprints into one dataset (validate and regenerate included)
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import biomint_env
 
 
 BIOMINT = Path(sys.executable).with_name("biomint")
@@ -17,9 +18,8 @@ pytestmark = pytest.mark.skipif(not BIOMINT.is_file(), reason="the biomint conso
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
     return subprocess.run([str(BIOMINT), *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=600, env=env)
+                          timeout=600, env=biomint_env())
 
 
 def test_missing_checkpoint_exits_2_with_one_sentence(tmp_path):

@@ -19,7 +19,7 @@ import psutil
 import pyarrow.dataset as ds
 import pytest
 
-from conftest import BIOMINT, REPO, TINY, file_hashes, run_biomint
+from conftest import BIOMINT, REPO, TINY, biomint_env, file_hashes, run_biomint
 from pipeline.validate import validate_dataset
 
 
@@ -75,7 +75,7 @@ def copy_of(reference, tmp_path: Path) -> Path:
 
 def _race(root: Path, cwd: Path) -> list[subprocess.CompletedProcess]:
     args = [*BIOMINT, *TINY, f"output_dir={root}"]
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    env = biomint_env()
     procs = [subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
     results = []
@@ -124,7 +124,7 @@ def test_while_another_process_holds_the_root_a_run_exits_2_or_with_wait_true_wa
     try:
         assert_one_sentence(run_biomint(*TINY, f"output_dir={root}"), 2, f"is in use by biomint process {os.getpid()}",
                             "wait=true")
-        env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+        env = biomint_env()
         waiting = subprocess.Popen([*BIOMINT, *TINY, f"output_dir={root}", "wait=true"], cwd=tmp_path, env=env,
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         time.sleep(8)

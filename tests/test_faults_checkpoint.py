@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import biomint_lines
+from conftest import biomint_env, biomint_lines
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux",
                                 reason="peak memory is read as Linux ru_maxrss (KiB) in forked children")
@@ -375,7 +375,7 @@ def test_the_cli_refuses_a_zip_bomb_checkpoint_with_one_sentence_and_exit_2(tmp_
     _write_zip_bomb(path)
     r = subprocess.run([str(BIOMINT), "dataset=smoke", f"output_dir={tmp_path / 'ds'}",
                         f"face.checkpoint={path}"], cwd=tmp_path, capture_output=True, text=True,
-                       timeout=300, env={**os.environ, "HYDRA_FULL_ERROR": "0"})
+                       timeout=300, env=biomint_env())
     assert r.returncode == 2, r.stderr[-2000:]
     lines = biomint_lines(r)
     assert len(lines) == 1 and "decompression bomb" in lines[0] and str(path) in lines[0], r.stderr

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import biomint_env
+
 pytestmark = pytest.mark.bench
 
 RESULTS = Path(__file__).parent / "results"
@@ -34,7 +36,7 @@ def _one_run(root: Path, *overrides: str) -> dict:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run([str(SCRIPT), "dataset=smoke", f"output_dir={root}", *overrides], capture_output=True,
-                          text=True, cwd=root.parent, env={**os.environ, "HYDRA_FULL_ERROR": "0"})
+                          text=True, cwd=root.parent, env=biomint_env())
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     assert proc.returncode == 0, proc.stderr[-2000:]
